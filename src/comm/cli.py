@@ -1,0 +1,170 @@
+"""`comm` command line: the steps the workflow runs, usable on their own.
+
+comm prepare trifeatures --out DIR
+comm pretrain --config CFG --dataset NAME --method NAME --seed S --data DIR --out RUN_DIR
+comm probe --run RUN_DIR --data DIR --out probe.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from comm.config import ConfigError, apply_overrides, load_yaml, run_config
+from comm.provenance import provenance, write_json_atomic
+
+
+def _threads(n: int | None) -> None:
+    if n:
+        torch.set_num_threads(n)
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from comm.data import trifeatures as tf
+
+    t0 = time.perf_counter()
+    splits = tf.generate(
+        seed=args.seed, num_per_combination=args.num_per_combination, progress=not args.quiet
+    )
+    tf.save_splits(splits, args.out, seed=args.seed, num_per_combination=args.num_per_combination)
+    counts = ", ".join(f"{k} {len(v.images)}" for k, v in splits.items())
+    print(f"wrote {counts} images to {args.out} in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def build_for_run(run_cfg: dict, device: torch.device | None = None):
+    """The method of a run, with its view transforms, built from the run's resolved settings."""
+    from comm.augment import image_view_transforms
+    from comm.data.registry import family
+    from comm.methods import build_method
+
+    kinds = family(run_cfg["dataset"])["modalities"]
+    size = int(run_cfg["dataset"]["resolution"])
+    aug = run_cfg["augment"]
+    transforms = [image_view_transforms(size, aug["strong"], aug["weak"]) for k in kinds]
+    method_cfg = {**run_cfg["model"], **run_cfg["method"]}
+    return build_method(run_cfg["method"]["kind"], method_cfg, transforms)
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from comm.data.registry import family
+    from comm.train import pretrain, resolve_device, seed_everything
+
+    _threads(args.threads)
+    cfg = apply_overrides(load_yaml(args.config), args.set or [])
+    run_cfg = run_config(cfg, args.dataset, args.method, args.seed)
+    if args.device:
+        run_cfg["train"]["device"] = args.device
+    t0 = time.perf_counter()
+    data = family(run_cfg["dataset"])["pretrain"](Path(args.data), run_cfg["dataset"])
+    seed_everything(args.seed)
+    method = build_for_run(run_cfg)
+    summary = pretrain(method, data, run_cfg, args.out, progress=not args.quiet)
+    device = resolve_device(run_cfg["train"].get("device", "auto"))
+    write_json_atomic(
+        Path(args.out) / "pretrain.json",
+        {
+            "seed": args.seed,
+            "config": run_cfg,
+            "summary": summary,
+            "n_train_samples": len(data),
+            "wall_s": round(time.perf_counter() - t0, 2),
+            **provenance(device),
+        },
+    )
+    return 0
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from comm.data.registry import family
+    from comm.evaluate import probe_all
+    from comm.train import MODEL, resolve_device
+
+    _threads(args.threads)
+    t0 = time.perf_counter()
+    model_path = Path(args.run) / MODEL
+    if not model_path.exists():
+        raise ConfigError(f"{model_path} not found: run `comm pretrain ... --out {args.run}` first")
+    saved = torch.load(model_path, map_location="cpu", weights_only=True)
+    run_cfg = saved["config"]
+    device = resolve_device(args.device or run_cfg["train"].get("device", "auto"))
+    method = build_for_run(run_cfg)
+    method.load_state_dict(saved["model"])
+    method.to(device)
+    data = family(run_cfg["dataset"])["probe"](Path(args.data), run_cfg["dataset"])
+    result = probe_all(
+        method,
+        data,
+        run_cfg["probe"],
+        device,
+        seed=int(run_cfg["seed"]),
+        precision=run_cfg["train"].get("precision", "auto"),
+        progress=not args.quiet,
+    )
+    result.update(
+        seed=run_cfg["seed"],
+        config=run_cfg,
+        wall_s=round(time.perf_counter() - t0, 2),
+        **provenance(device),
+    )
+    write_json_atomic(args.out, result)
+    summary = ", ".join(f"{t} {m['balanced_accuracy']:.3f}" for t, m in result["tasks"].items())
+    print(f"balanced accuracy: {summary} -> {args.out}")
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="comm", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("prepare", help="generate or download and prepare a dataset")
+    p.add_argument("dataset", choices=["trifeatures"], help="dataset family to prepare")
+    p.add_argument("--out", required=True, type=Path, help="directory for the prepared files")
+    p.add_argument("--seed", type=int, default=42, help="generator seed (paper: 42)")
+    p.add_argument("--num-per-combination", type=int, default=3, help="train images per combo")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser(
+        "pretrain", help="self-supervised pretraining of one (dataset, method, seed)"
+    )
+    p.add_argument("--config", required=True, type=Path, help="study config YAML")
+    p.add_argument("--dataset", required=True, help="a key of datasets: in the config")
+    p.add_argument("--method", required=True, help="a key of methods: in the config")
+    p.add_argument("--seed", required=True, type=int)
+    p.add_argument("--data", required=True, type=Path, help="prepared dataset directory")
+    p.add_argument("--out", required=True, type=Path, help="run directory (resumes if present)")
+    p.add_argument(
+        "--set", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.epochs=5"
+    )
+    p.add_argument("--device", help="cpu, cuda, cuda:1 (default: train.device, auto)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("probe", help="linear probes on frozen features of a pretrained run")
+    p.add_argument("--run", required=True, type=Path, help="run directory holding model.pt")
+    p.add_argument("--data", required=True, type=Path, help="prepared dataset directory")
+    p.add_argument("--out", required=True, type=Path, help="metrics JSON to write")
+    p.add_argument("--device", help="cpu, cuda, ... (default: the run's train.device)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_probe)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, FileNotFoundError) as err:
+        print(f"comm {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

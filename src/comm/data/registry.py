@@ -1,0 +1,69 @@
+"""Dataset families by name: what a run trains on and what its probes see."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from comm.config import ConfigError, require
+from comm.data import trifeatures as tf
+from comm.data.paired import PairedBank
+from comm.evaluate import ProbeData
+
+
+def _trifeature_split(data_dir: Path, split: str, cfg: dict[str, Any]) -> tf.TrifeatureSplit:
+    loaded = tf.load_split(data_dir, split)
+    size = int(require(cfg, "resolution", "datasets.<name>"))
+    loaded.images = tf.downsample(loaded.images, size)
+    return loaded
+
+
+def _trifeature_pairing(cfg: dict[str, Any]) -> bool:
+    pairing = require(cfg, "pairing", "datasets.<name>")
+    if pairing not in ("biased", "unbiased"):
+        raise ConfigError(f"datasets.<name>.pairing must be biased or unbiased, got {pairing!r}")
+    return pairing == "biased"
+
+
+def trifeature_pretrain_data(data_dir: Path, cfg: dict[str, Any]) -> PairedBank:
+    split = _trifeature_split(data_dir, "train", cfg)
+    pairs = tf.make_pairs(
+        split,
+        biased=_trifeature_pairing(cfg),
+        max_pairs=int(cfg["max_train_pairs"]),
+        seed=int(cfg["pairing_seed"]),
+    )
+    return PairedBank.from_numpy([split.images, split.images], pairs)
+
+
+def trifeature_probe_data(data_dir: Path, cfg: dict[str, Any]) -> ProbeData:
+    """Probes always use unbiased pairs, as in the paper: the synergy label is then rare (~10 %)
+    and balanced accuracy tells whether the mapping was learned."""
+    mapping = tf.synergy_mapping(int(cfg["generator_seed"]))
+    banks, labels = {}, {}
+    for split_name, max_pairs in (("train", int(cfg["probe_train_pairs"])), ("test", None)):
+        split = _trifeature_split(data_dir, split_name, cfg)
+        pairs = tf.make_pairs(
+            split, biased=False, max_pairs=max_pairs, seed=int(cfg["pairing_seed"])
+        )
+        banks[split_name] = PairedBank.from_numpy([split.images, split.images], pairs)
+        labels[split_name] = tf.task_labels(split, pairs, mapping)
+    return ProbeData(banks["train"], banks["test"], labels["train"], labels["test"])
+
+
+FAMILIES = {
+    "trifeatures": {
+        "modalities": ["image", "image"],
+        "pretrain": trifeature_pretrain_data,
+        "probe": trifeature_probe_data,
+    },
+}
+
+
+def family(dataset_cfg: dict[str, Any]) -> dict[str, Any]:
+    name = dataset_cfg.get("family")
+    if name not in FAMILIES:
+        raise ConfigError(
+            f"datasets.{dataset_cfg.get('name')}.family is {name!r}; known: {sorted(FAMILIES)}"
+        )
+    return FAMILIES[name]

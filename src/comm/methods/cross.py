@@ -1,0 +1,55 @@
+"""Cross: CLIP-style alignment of the modalities' embeddings (cross-modal InfoNCE)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import torch
+from torch import nn
+
+from comm.losses import clip_loss
+from comm.methods.base import Method
+from comm.models import pooled
+
+MAX_LOGIT_SCALE = math.log(100.0)
+
+
+class Cross(Method):
+    """Pooled encoder features -> bias-free linear projections; symmetric CLIP loss with a
+    learnable temperature (initialised at 0.07, scale clamped to [1, 100]). With more than two
+    modalities the loss is the mean over modality pairs. Probe features: the concatenated
+    projections."""
+
+    def __init__(self, cfg, transforms) -> None:
+        super().__init__(cfg, transforms)
+        dim = int(self.setting("proj_dim"))
+        self.projections = nn.ModuleList(
+            nn.Linear(e.out_channels, dim, bias=False) for e in self.encoders
+        )
+        for proj in self.projections:
+            nn.init.normal_(proj.weight, std=proj.in_features**-0.5)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+
+    def _embed(self, m: int, x: torch.Tensor) -> torch.Tensor:
+        return self.projections[m](pooled(self.encoders[m](x)))
+
+    def loss(self, batch):
+        emb = [self._embed(m, t.weak(x)) for m, (t, x) in enumerate(zip(self.transforms, batch))]
+        pairs = [
+            clip_loss(emb[i], emb[j], self.logit_scale)
+            for i, j in itertools.combinations(range(len(emb)), 2)
+        ]
+        loss = torch.stack([p[0] for p in pairs]).mean()
+        acc = torch.stack([p[1] for p in pairs]).mean()
+        return {"loss": loss, "ssl_acc": acc, "logit_scale": self.logit_scale.detach().exp()}
+
+    @torch.no_grad()
+    def after_step(self):
+        self.logit_scale.clamp_(0.0, MAX_LOGIT_SCALE)
+
+    def encode(self, m, x):
+        return self._embed(m, self.transforms[m].plain(x))
+
+    def fuse(self, encoded):
+        return torch.cat(encoded, dim=1)

@@ -1,0 +1,37 @@
+"""Per-modality encoders. Each returns a feature map; ``pooled`` makes a vector of it."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchvision.models import alexnet
+
+
+class AlexNetEncoder(nn.Module):
+    """torchvision's AlexNet convolutional trunk, randomly initialised (trained from scratch).
+
+    (B, 3, H, W) -> (B, 256, h, w): 6 x 6 at 224 px, 3 x 3 at 128 px, 1 x 1 at 64 px.
+    """
+
+    out_channels = 256
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = alexnet(weights=None).features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+
+ENCODERS = {"alexnet": AlexNetEncoder}
+
+
+def build_encoder(name: str) -> nn.Module:
+    if name not in ENCODERS:
+        raise ValueError(f"model.encoder {name!r} is unknown; known: {sorted(ENCODERS)}")
+    return ENCODERS[name]()
+
+
+def pooled(feature_map: torch.Tensor) -> torch.Tensor:
+    """Global average over the spatial axes: (B, C, h, w) -> (B, C)."""
+    return feature_map.mean(dim=(2, 3))

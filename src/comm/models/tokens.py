@@ -1,0 +1,44 @@
+"""Latent converters: encoder feature maps -> token sequences for the fusion transformer."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def sincos_2d(h: int, w: int, dim: int) -> torch.Tensor:
+    """Fixed 2-D sine-cosine positions (h*w, dim): half the channels encode the row, half the
+    column, each as sin/cos pairs over geometric frequencies (as in MAE)."""
+    if dim % 4:
+        raise ValueError(f"embed_dim must be divisible by 4 for 2-D sin-cos positions, got {dim}")
+    quarter = dim // 4
+    freqs = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter)
+    rows, cols = torch.meshgrid(
+        torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij"
+    )
+    parts = []
+    for coord in (rows.reshape(-1), cols.reshape(-1)):
+        angles = coord[:, None] * freqs[None, :]
+        parts += [angles.sin(), angles.cos()]
+    return torch.cat(parts, dim=1).float()
+
+
+class PatchTokens(nn.Module):
+    """One token per feature-map location: a linear map C -> dim plus its fixed 2-D position."""
+
+    def __init__(self, in_channels: int, dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(in_channels, dim)
+        self.dim = dim
+        self._positions: dict[tuple[int, int, torch.device], torch.Tensor] = {}
+
+    def positions(self, h: int, w: int, device: torch.device) -> torch.Tensor:
+        key = (h, w, device)
+        if key not in self._positions:
+            self._positions[key] = sincos_2d(h, w, self.dim).to(device)
+        return self._positions[key]
+
+    def forward(self, feature_map: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = feature_map.shape
+        tokens = self.proj(feature_map.flatten(2).transpose(1, 2))
+        return tokens + self.positions(h, w, feature_map.device).to(tokens.dtype)

@@ -1,0 +1,84 @@
+"""The `comm` command line: prepare -> pretrain -> probe round trip, help texts, clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from comm.cli import main
+from comm.train import CHECKPOINT, LOG, MODEL
+
+
+@pytest.mark.parametrize("command", ["prepare", "pretrain", "probe"])
+def test_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert "--out" in capsys.readouterr().out
+
+
+def test_round_trip(tiny_config, trifeature_dir, tmp_path):
+    _, config = tiny_config
+    run = tmp_path / "runs" / "trifeatures" / "cross_self" / "seed0"
+    args = [
+        "pretrain", "--config", str(config), "--dataset", "trifeatures", "--method", "cross_self",
+        "--seed", "0", "--data", str(trifeature_dir), "--out", str(run), "--quiet",
+        "--set", "train.epochs=1",
+    ]  # fmt: skip
+    assert main(args) == 0
+    for name in (CHECKPOINT, LOG, MODEL, "pretrain.json"):
+        assert (run / name).exists(), name
+    meta = json.loads((run / "pretrain.json").read_text())
+    assert meta["config"]["train"]["epochs"] == 1  # the override reached the run
+    assert meta["seed"] == 0 and meta["git_commit"] and "torch" in meta["packages"]
+
+    out = run / "probe.json"
+    assert (
+        main(
+            [
+                "probe",
+                "--run",
+                str(run),
+                "--data",
+                str(trifeature_dir),
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    result = json.loads(out.read_text())
+    assert set(result["tasks"]) == {"share", "unique1", "unique2", "synergy"}
+    assert result["n_test"] == 4094
+    for metrics in result["tasks"].values():
+        assert 0.0 <= metrics["balanced_accuracy"] <= 1.0
+    assert result["config"]["method"]["kind"] == "cross_self"
+    assert {"git_commit", "packages", "device", "wall_s", "seed"} <= set(result)
+
+
+def test_unknown_method_names_the_key(tiny_config, trifeature_dir, tmp_path, capsys):
+    _, config = tiny_config
+    args = [
+        "pretrain", "--config", str(config), "--dataset", "trifeatures", "--method", "simclr",
+        "--seed", "0", "--data", str(trifeature_dir), "--out", str(tmp_path / "run"),
+    ]  # fmt: skip
+    assert main(args) == 2
+    assert "methods.simclr" in capsys.readouterr().err
+
+
+def test_probe_without_model_says_what_to_run(tmp_path, capsys):
+    code = main(
+        [
+            "probe",
+            "--run",
+            str(tmp_path),
+            "--data",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "p.json"),
+        ]
+    )
+    assert code == 2
+    assert "comm pretrain" in capsys.readouterr().err

@@ -1,0 +1,57 @@
+"""Encoders, patch tokens, fusion transformer with modality masking, heads."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from comm.models import AlexNetEncoder, FusionTransformer, PatchTokens, mlp_head, sincos_2d
+
+
+@pytest.mark.parametrize(("size", "side"), [(224, 6), (128, 3), (64, 1)])
+def test_alexnet_feature_map(size, side):
+    out = AlexNetEncoder()(torch.zeros(2, 3, size, size))
+    assert out.shape == (2, 256, side, side)
+
+
+def test_sincos_positions():
+    pos = sincos_2d(6, 6, 32)
+    assert pos.shape == (36, 32)
+    assert torch.equal(pos, sincos_2d(6, 6, 32))
+    assert len({tuple(r.tolist()) for r in pos}) == 36  # every location distinct
+    # Row and column halves: locations in one row share the row half, not the column half.
+    assert torch.equal(pos[0, :16], pos[5, :16]) and not torch.equal(pos[0, 16:], pos[5, 16:])
+    with pytest.raises(ValueError):
+        sincos_2d(2, 2, 30)
+
+
+def test_patch_tokens_are_fixed_positions_plus_projection():
+    tok = PatchTokens(8, 16)
+    assert not any("pos" in n for n, _ in tok.named_parameters())
+    fmap = torch.zeros(1, 8, 3, 3)
+    out = tok(fmap)
+    assert out.shape == (1, 9, 16)
+    assert torch.allclose(out[0], tok.proj.bias + sincos_2d(3, 3, 16))
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_fusion_output_depends_only_on_the_chosen_modalities(n):
+    torch.manual_seed(0)
+    fusion = FusionTransformer(16, heads=4, mlp_ratio=4, layers=1).eval()
+    tokens = [torch.randn(2, 3 + m, 16) for m in range(n)]
+    for subset in [[m] for m in range(n)] + [list(range(n))]:
+        ref = fusion(tokens, subset)
+        assert ref.shape == (2, 16)
+        changed = [t if m in subset else torch.randn_like(t) for m, t in enumerate(tokens)]
+        assert torch.allclose(fusion(changed, subset), ref, atol=1e-6)
+        if len(subset) < n:  # ... while a chosen modality does matter
+            other = [torch.randn_like(t) if m in subset else t for m, t in enumerate(tokens)]
+            assert not torch.allclose(fusion(other, subset), ref, atol=1e-4)
+    assert torch.allclose(fusion(tokens), fusion(tokens, list(range(n))))
+
+
+def test_mlp_head_layout():
+    head = mlp_head(512, 512, 256)
+    kinds = [type(m).__name__ for m in head]
+    assert kinds == ["Linear", "BatchNorm1d", "ReLU", "Linear", "BatchNorm1d", "ReLU", "Linear"]
+    assert head(torch.randn(4, 512)).shape == (4, 256)
