@@ -70,9 +70,7 @@ def main() -> None:
     data = synthetic_bank(2400, 10_000).to(device)
     for precision in ("fp32", "bf16"):
         seed_everything(0)
-        method = build_for_run(cfg).to(device)
-        if device.type == "cuda":
-            method.to(memory_format=torch.channels_last)
+        method = build_for_run(cfg).to(device, memory_format=torch.channels_last)
         method.train()
         times = time_steps(method, data, device, precision, args.steps, batch_size)
         median = statistics.median(times)

@@ -55,3 +55,19 @@ def test_mlp_head_layout():
     kinds = [type(m).__name__ for m in head]
     assert kinds == ["Linear", "BatchNorm1d", "ReLU", "Linear", "BatchNorm1d", "ReLU", "Linear"]
     assert head(torch.randn(4, 512)).shape == (4, 256)
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_fusion_shortcuts_equal_the_full_sequence_computation(layers):
+    """Evaluating only [CLS] in the last block (and sharing keys/values across subsets when
+    there is one block) must give what running every block on the whole sequence gives."""
+    torch.manual_seed(0)
+    fusion = FusionTransformer(16, heads=4, mlp_ratio=4, layers=layers).eval()
+    tokens = [torch.randn(3, 4, 16), torch.randn(3, 2, 16), torch.randn(3, 5, 16)]
+    subsets = [[0], [1], [2], [0, 2], [0, 1, 2]]
+    fast = fusion.forward_subsets(tokens, subsets)
+    for s, out in zip(subsets, fast):
+        x = fusion._sequence([tokens[m] for m in s])
+        for block in fusion.blocks:
+            x = block(x)
+        assert torch.allclose(out, fusion.norm(x[:, 0]), atol=1e-5)

@@ -75,7 +75,7 @@ class _Toy(torch.nn.Module):
 
     def loss(self, batch):
         self.calls += 1
-        value = (self.w * batch[0].float().mean()) ** 2
+        value = ((self.w * batch[0].float().mean()) ** 2).squeeze()
         if self.calls == self.nan_at_step:
             value = value * float("nan")
         return {"loss": value, "ssl_acc": torch.tensor(0.5)}

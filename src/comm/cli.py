@@ -14,8 +14,9 @@ from pathlib import Path
 
 import torch
 
+from comm.atomic import write_json
 from comm.config import ConfigError, apply_overrides, load_yaml, run_config
-from comm.provenance import provenance, write_json_atomic
+from comm.provenance import provenance
 
 
 def _threads(n: int | None) -> None:
@@ -65,7 +66,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     method = build_for_run(run_cfg)
     summary = pretrain(method, data, run_cfg, args.out, progress=not args.quiet)
     device = resolve_device(run_cfg["train"].get("device", "auto"))
-    write_json_atomic(
+    write_json(
         Path(args.out) / "pretrain.json",
         {
             "seed": args.seed,
@@ -111,7 +112,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
         wall_s=round(time.perf_counter() - t0, 2),
         **provenance(device),
     )
-    write_json_atomic(args.out, result)
+    write_json(args.out, result)
     summary = ", ".join(f"{t} {m['balanced_accuracy']:.3f}" for t, m in result["tasks"].items())
     print(f"balanced accuracy: {summary} -> {args.out}")
     return 0

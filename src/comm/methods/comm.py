@@ -46,18 +46,17 @@ class CoMM(Method):
     def embeddings(self, tokens: list[torch.Tensor]) -> list[torch.Tensor]:
         """The n + 1 projected embeddings: modality 0 alone, ..., modality n-1 alone, all."""
         subsets = [[m] for m in range(self.n_modalities)] + [list(range(self.n_modalities))]
-        return [self.head(self.fusion(tokens, subset)) for subset in subsets]
+        return [self.head(z) for z in self.fusion.forward_subsets(tokens, subsets)]
 
     def loss(self, batch):
-        views = [
-            self.embeddings(
-                [
-                    self._tokens(m, t.strong(x))
-                    for m, (t, x) in enumerate(zip(self.transforms, batch))
-                ]
-            )
-            for _ in range(2)
+        # Both views of a modality go through its encoder as one batch (the encoders have no
+        # batch statistics, so this equals two calls); the head's BatchNorm sees one view at a time.
+        tokens = [
+            self._tokens(m, t.strong(torch.cat([x, x])))
+            for m, (t, x) in enumerate(zip(self.transforms, batch))
         ]
+        halves = [tok.chunk(2) for tok in tokens]
+        views = [self.embeddings([h[v] for h in halves]) for v in range(2)]
         (*uni1, full1), (*uni2, full2) = views
         loss_full, acc = info_nce(full1, full2, self.temperature)
         out = {"loss_full": loss_full}

@@ -16,7 +16,7 @@ class Block(nn.Module):
         super().__init__()
         if dim % heads:
             raise ValueError(f"embed_dim {dim} is not divisible by heads {heads}")
-        self.heads = heads
+        self.dim, self.heads = dim, heads
         self.norm1 = nn.LayerNorm(dim)
         self.qkv = nn.Linear(dim, 3 * dim)
         self.out = nn.Linear(dim, dim)
@@ -24,21 +24,42 @@ class Block(nn.Module):
         hidden = int(dim * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, d = x.shape
-        q, k, v = self.qkv(self.norm1(x)).view(b, n, 3, self.heads, d // self.heads).unbind(2)
-        att = F.scaled_dot_product_attention(
-            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-        )
-        x = x + self.out(att.transpose(1, 2).reshape(b, n, d))
+    def _split_heads(self, t: torch.Tensor) -> torch.Tensor:
+        b, n, _ = t.shape
+        return t.view(b, n, self.heads, self.dim // self.heads).transpose(1, 2)
+
+    def _finish(self, x: torch.Tensor, att: torch.Tensor) -> torch.Tensor:
+        b, _, n, _ = att.shape
+        x = x + self.out(att.transpose(1, 2).reshape(b, n, self.dim))
         return x + self.mlp(self.norm2(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.qkv(self.norm1(x)).chunk(3, dim=-1)
+        att = F.scaled_dot_product_attention(*map(self._split_heads, (q, k, v)))
+        return self._finish(x, att)
+
+    def keys_values(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        kv = F.linear(self.norm1(x), self.qkv.weight[self.dim :], self.qkv.bias[self.dim :])
+        return tuple(map(self._split_heads, kv.chunk(2, dim=-1)))
+
+    def cls_output(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """The block's output at position 0 only, given the keys/values of the positions it
+        attends to: all the fusion needs from its last block."""
+        cls = x[:, :1]
+        q = F.linear(self.norm1(cls), self.qkv.weight[: self.dim], self.qkv.bias[: self.dim])
+        att = F.scaled_dot_product_attention(self._split_heads(q), k, v)
+        return self._finish(cls, att)[:, 0]
 
 
 class FusionTransformer(nn.Module):
     """[CLS] + concatenated modality tokens -> ``layers`` blocks -> LayerNorm'd [CLS].
 
-    ``subset`` lists the modalities whose tokens enter the sequence; leaving a modality out is
+    A ``subset`` lists the modalities whose tokens enter the sequence; leaving a modality out is
     CoMM's masking (the excluded tokens cannot influence the output at all).
+
+    Only the [CLS] output is used, so the last block is evaluated at [CLS] alone; with one block
+    (the paper's setting) every subset also shares the per-token keys and values, which are
+    computed once. Both shortcuts give the same numbers as running the full sequence.
     """
 
     def __init__(self, dim: int, heads: int = 8, mlp_ratio: float = 4.0, layers: int = 1) -> None:
@@ -48,14 +69,39 @@ class FusionTransformer(nn.Module):
         self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio) for _ in range(layers))
         self.norm = nn.LayerNorm(dim)
 
+    def _sequence(self, tokens: list[torch.Tensor]) -> torch.Tensor:
+        cls = self.cls.expand(tokens[0].shape[0], -1, -1).to(tokens[0].dtype)
+        return torch.cat([cls, *tokens], dim=1)
+
     def forward(
         self, tokens: list[torch.Tensor], subset: Sequence[int] | None = None
     ) -> torch.Tensor:
-        chosen = range(len(tokens)) if subset is None else subset
-        seq = [tokens[m] for m in chosen]
-        if not seq:
+        return self.forward_subsets(tokens, [subset])[0]
+
+    def forward_subsets(
+        self, tokens: list[torch.Tensor], subsets: Sequence[Sequence[int] | None]
+    ) -> list[torch.Tensor]:
+        """One [CLS] embedding per subset of modalities (None = all)."""
+        chosen = [list(range(len(tokens))) if s is None else list(s) for s in subsets]
+        if any(not s for s in chosen):
             raise ValueError("the fusion needs at least one modality")
-        x = torch.cat([self.cls.expand(seq[0].shape[0], -1, -1).to(seq[0].dtype), *seq], dim=1)
-        for block in self.blocks:
-            x = block(x)
-        return self.norm(x[:, 0])
+        last = self.blocks[-1]
+        if len(self.blocks) == 1:
+            x = self._sequence(tokens)
+            k, v = last.keys_values(x)
+            bounds = torch.tensor([0, *(t.shape[1] for t in tokens)]).cumsum(0) + 1
+            outs = []
+            for s in chosen:
+                keep = torch.cat(
+                    [torch.zeros(1, dtype=torch.long)]
+                    + [torch.arange(int(bounds[m]), int(bounds[m + 1])) for m in s]
+                ).to(x.device)
+                outs.append(last.cls_output(x, k[:, :, keep], v[:, :, keep]))
+            return [self.norm(o) for o in outs]
+        outs = []
+        for s in chosen:
+            x = self._sequence([tokens[m] for m in s])
+            for block in self.blocks[:-1]:
+                x = block(x)
+            outs.append(self.norm(last.cls_output(x, *last.keys_values(x))))
+        return outs
