@@ -6,7 +6,15 @@ import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
 
-from comm.augment import ImageAugment, ImagePreprocess, adjust_hue, adjust_saturation, gaussian_blur
+from comm.augment import (
+    ImageAugment,
+    ImagePreprocess,
+    adjust_brightness,
+    adjust_contrast,
+    adjust_hue,
+    adjust_saturation,
+    gaussian_blur,
+)
 
 OFF = {"jitter_p": 0.0, "gray_p": 0.0, "blur_p": 0.0, "flip_p": 0.0, "normalize": False}
 
@@ -84,12 +92,31 @@ def test_crop_boxes_follow_scale_and_ratio_bounds():
 
 
 @pytest.mark.parametrize("factor", [0.0, 0.6, 1.4])
-def test_saturation_matches_torchvision(factor):
+@pytest.mark.parametrize(
+    ("ours", "theirs"),
+    [
+        (adjust_brightness, TF.adjust_brightness),
+        (adjust_contrast, TF.adjust_contrast),
+        (adjust_saturation, TF.adjust_saturation),
+    ],
+)
+def test_blend_operations_match_torchvision(ours, theirs, factor):
     x = _images(3).permute(0, 3, 1, 2).float() / 255
-    ref = TF.adjust_saturation(x, factor)
-    assert torch.allclose(
-        adjust_saturation(x.clone(), torch.full((3, 1, 1, 1), factor)), ref, atol=1e-5
+    out = ours(x.clone(), torch.full((3, 1, 1, 1), factor))
+    assert torch.allclose(out, theirs(x, factor), atol=1e-5)
+
+
+def test_brightness_jitter_scales_each_sample_by_its_own_factor():
+    x = _images(64, 8)
+    aug = ImageAugment(
+        8, crop_scale=(1, 1), crop_ratio=(1, 1), jitter=(0.4, 0, 0, 0), **{**OFF, "jitter_p": 1.0}
     )
+    out, base = aug(x), x.permute(0, 3, 1, 2).float() / 255
+    ok = (out < 1) & (base > 0.05)  # unclamped pixels
+    ratios = [(out[i][ok[i]] / base[i][ok[i]]) for i in range(64)]
+    assert all(r.max() - r.min() < 1e-4 for r in ratios)  # one factor per sample
+    factors = torch.stack([r.mean() for r in ratios])
+    assert factors.min() >= 0.6 - 1e-4 and factors.max() <= 1.4 + 1e-4 and factors.std() > 0.1
 
 
 @pytest.mark.parametrize("shift", [-0.1, 0.0, 0.07])

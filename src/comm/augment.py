@@ -57,40 +57,36 @@ def rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
 
 
 def hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
-    h, s, v = x.unbind(1)
-    i = torch.floor(h * 6.0)
-    f = h * 6.0 - i
-    i = i.long() % 6
-    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
-    # For each sextant i, which of (v, q, p, t) is r, g and b.
-    choices = torch.stack([v, q, p, t], dim=1)
-    table = torch.tensor(
-        [[0, 3, 2], [1, 0, 2], [2, 0, 3], [2, 1, 0], [3, 2, 0], [0, 2, 1]], device=x.device
-    )
-    idx = table[i].permute(0, 3, 1, 2)  # (B, 3, H, W)
-    return torch.gather(choices, 1, idx)
+    """Closed form: channel n (R=5, G=3, B=1) is v - v s clamp(min(k, 4 - k), 0, 1) with
+    k = (n + 6 h) mod 6; no gathers, so it vectorises well."""
+    h, s, v = x[:, 0:1], x[:, 1:2], x[:, 2:3]
+    n = torch.tensor([5.0, 3.0, 1.0], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    k = torch.remainder(n + 6.0 * h, 6.0)
+    return v - v * s * torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
+
+
+def blend(x: torch.Tensor, f: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """f x + (1 - f) target, clamped: brightness (target 0), contrast (mean grey level) and
+    saturation (grey image) are all this blend."""
+    return (f * x + (1 - f) * target).clamp_(0, 1)
 
 
 def adjust_brightness(x, f):
-    return (x * f).clamp_(0, 1)
+    return blend(x, f, torch.zeros_like(x[:, :1]))
 
 
 def adjust_contrast(x, f):
-    mean = grayscale(x).mean(dim=(1, 2, 3), keepdim=True)
-    return (f * x + (1 - f) * mean).clamp_(0, 1)
+    return blend(x, f, grayscale(x).mean(dim=(1, 2, 3), keepdim=True))
 
 
 def adjust_saturation(x, f):
-    return (f * x + (1 - f) * grayscale(x)).clamp_(0, 1)
+    return blend(x, f, grayscale(x))
 
 
 def adjust_hue(x, shift):
     hsv = rgb_to_hsv(x)
     hsv[:, 0] = (hsv[:, 0] + shift.view(-1, 1, 1)) % 1.0
     return hsv_to_rgb(hsv)
-
-
-JITTER_OPS = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
 
 
 def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -> torch.Tensor:
@@ -196,27 +192,37 @@ class ImageAugment:
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
     def _color_jitter(self, x, generator):
-        b = x.shape[0]
-        applied = torch.nonzero(self._rand(b, x.device, generator) < self.jitter_p).squeeze(1)
-        if applied.numel() == 0:
-            return x
-        n = applied.numel()
+        """Brightness, contrast and saturation are one ``blend`` with different targets, so each
+        of the four stages applies, in one pass, the operation every sample drew for it; hue
+        runs only on the samples that drew it. Samples
+        without jitter keep f = 1, which leaves them unchanged exactly."""
+        b, device = x.shape[0], x.device
+        applied = self._rand(b, device, generator) < self.jitter_p
         bri, con, sat, hue = self.jitter
-        factors = [
-            1 + bri * (2 * self._rand(n, x.device, generator) - 1),
-            1 + con * (2 * self._rand(n, x.device, generator) - 1),
-            1 + sat * (2 * self._rand(n, x.device, generator) - 1),
-            hue * (2 * self._rand(n, x.device, generator) - 1),
-        ]
-        order = self._rand(n, x.device, generator, 4).argsort(dim=1)  # a permutation per sample
-        sub = x[applied]
+        factors = torch.stack(
+            [
+                1 + strength * (2 * self._rand(b, device, generator) - 1)
+                for strength in (bri, con, sat)
+            ]
+            + [hue * (2 * self._rand(b, device, generator) - 1)],
+            dim=1,
+        )  # (B, 4): brightness, contrast, saturation factors and the hue shift
+        order = self._rand(b, device, generator, 4).argsort(dim=1)  # a permutation per sample
         for stage in range(4):
-            for op, (fn, f) in enumerate(zip(JITTER_OPS, factors)):
-                rows = torch.nonzero(order[:, stage] == op).squeeze(1)
-                if rows.numel():
-                    fr = f[rows] if fn is adjust_hue else f[rows].view(-1, 1, 1, 1)
-                    sub[rows] = fn(sub[rows], fr)
-        x[applied] = sub
+            op = order[:, stage]
+            f = torch.where(
+                applied & (op < 3), factors.gather(1, op[:, None].clamp(max=2))[:, 0], 1.0
+            )
+            gray = grayscale(x)
+            target = torch.where(
+                (op == 1).view(-1, 1, 1, 1),
+                gray.mean(dim=(2, 3), keepdim=True).expand_as(gray),
+                torch.where((op == 2).view(-1, 1, 1, 1), gray, torch.zeros_like(gray)),
+            )
+            x = blend(x, f.view(-1, 1, 1, 1), target)
+            rows = torch.nonzero(applied & (op == 3)).squeeze(1)
+            if rows.numel():
+                x[rows] = adjust_hue(x[rows], factors[rows, 3])
         return x
 
     def __call__(
