@@ -34,27 +34,15 @@ def test_round_trip(tiny_config, trifeature_dir, tmp_path):
     assert meta["seed"] == 0 and meta["git_commit"] and "torch" in meta["packages"]
 
     out = run / "probe.json"
-    assert (
-        main(
-            [
-                "probe",
-                "--run",
-                str(run),
-                "--data",
-                str(trifeature_dir),
-                "--out",
-                str(out),
-                "--quiet",
-            ]
-        )
-        == 0
-    )
+    probe = ["probe", "--run", str(run), "--data", str(trifeature_dir), "--out", str(out)]
+    assert main([*probe, "--quiet", "--set", "probe.max_iter=50"]) == 0
     result = json.loads(out.read_text())
     assert set(result["tasks"]) == {"share", "unique1", "unique2", "synergy"}
     assert result["n_test"] == 4094
     for metrics in result["tasks"].values():
         assert 0.0 <= metrics["balanced_accuracy"] <= 1.0
     assert result["config"]["method"]["kind"] == "cross_self"
+    assert result["config"]["probe"]["max_iter"] == 50  # the probe's override was applied
     assert {"git_commit", "packages", "device", "wall_s", "seed"} <= set(result)
 
 

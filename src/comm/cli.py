@@ -91,7 +91,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     if not model_path.exists():
         raise ConfigError(f"{model_path} not found: run `comm pretrain ... --out {args.run}` first")
     saved = torch.load(model_path, map_location="cpu", weights_only=True)
-    run_cfg = saved["config"]
+    run_cfg = apply_overrides(saved["config"], args.set or [])
     device = resolve_device(args.device or run_cfg["train"].get("device", "auto"))
     method = build_for_run(run_cfg)
     method.load_state_dict(saved["model"])
@@ -151,6 +151,12 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True, type=Path, help="run directory holding model.pt")
     p.add_argument("--data", required=True, type=Path, help="prepared dataset directory")
     p.add_argument("--out", required=True, type=Path, help="metrics JSON to write")
+    p.add_argument(
+        "--set",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="override the run's settings, e.g. probe.max_iter=100",
+    )
     p.add_argument("--device", help="cpu, cuda, ... (default: the run's train.device)")
     p.add_argument("--threads", type=int, help="CPU threads for torch")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

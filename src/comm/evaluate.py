@@ -75,19 +75,21 @@ def linear_probe(
     """Logistic-regression probe; C chosen on a stratified hold-out of the training features by
     balanced accuracy, then refit on all training features."""
     scaler = StandardScaler().fit(train_x)
-    train_x, test_x = scaler.transform(train_x), scaler.transform(test_x)
+    # float32 halves the cost of every L-BFGS iteration; the probe needs no more precision.
+    train_x = scaler.transform(train_x).astype(np.float32)
+    test_x = scaler.transform(test_x).astype(np.float32)
     split = StratifiedShuffleSplit(n_splits=1, test_size=holdout, random_state=seed)
     fit_idx, val_idx = next(split.split(train_x, train_y))
 
-    def fit(x, y, c):
-        return LogisticRegression(C=c, max_iter=max_iter).fit(x, y)
-
+    # Ascending C with warm starts: each fit begins at the previous, more regularised solution,
+    # which cuts the L-BFGS iterations of the weakly regularised end of the grid.
+    clf = LogisticRegression(max_iter=max_iter, warm_start=True)
     scores = {}
-    for c in cs:
-        clf = fit(train_x[fit_idx], train_y[fit_idx], c)
+    for c in sorted(cs):
+        clf.set_params(C=c).fit(train_x[fit_idx], train_y[fit_idx])
         scores[c] = balanced_accuracy_score(train_y[val_idx], clf.predict(train_x[val_idx]))
     best_c = max(cs, key=lambda c: (scores[c], -c))  # ties: the stronger regularisation
-    pred = fit(train_x, train_y, best_c).predict(test_x)
+    pred = LogisticRegression(C=best_c, max_iter=max_iter).fit(train_x, train_y).predict(test_x)
     return {
         "balanced_accuracy": float(balanced_accuracy_score(test_y, pred)),
         "accuracy": float(accuracy_score(test_y, pred)),
