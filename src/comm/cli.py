@@ -46,7 +46,9 @@ def build_for_run(run_cfg: dict, device: torch.device | None = None):
     kinds = family(run_cfg["dataset"])["modalities"]
     size = int(run_cfg["dataset"]["resolution"])
     aug = run_cfg["augment"]
-    transforms = [image_view_transforms(size, aug["strong"], aug["weak"]) for k in kinds]
+    if set(kinds) != {"image"}:
+        raise ConfigError(f"only image modalities have view transforms so far, got {kinds}")
+    transforms = [image_view_transforms(size, aug["strong"], aug["weak"]) for _ in kinds]
     method_cfg = {**run_cfg["model"], **run_cfg["method"]}
     return build_method(run_cfg["method"]["kind"], method_cfg, transforms)
 
