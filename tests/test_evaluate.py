@@ -40,3 +40,15 @@ def test_balanced_accuracy_differs_from_accuracy_on_rare_classes():
     )
     assert res["accuracy"] > 0.8
     assert abs(res["balanced_accuracy"] - 0.5) < 0.05
+
+
+def test_fits_stopped_at_max_iter_are_recorded_not_printed(recwarn):
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 5, 600)
+    x = rng.normal(size=(600, 32)) + y[:, None] * rng.normal(size=32)
+    capped = linear_probe(x[:400], y[:400], x[400:], y[400:], CS, holdout=0.4, seed=0, max_iter=1)
+    assert capped["unconverged_C"] and not capped["final_fit_converged"]
+    assert capped["final_fit_iterations"] == 1
+    assert not [w for w in recwarn if "ConvergenceWarning" in w.category.__name__]
+    free = linear_probe(x[:400], y[:400], x[400:], y[400:], CS, holdout=0.4, seed=0, max_iter=5000)
+    assert free["final_fit_converged"] and free["unconverged_C"] == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torchvision.models import alexnet
 
 from comm.models import AlexNetEncoder, FusionTransformer, PatchTokens, mlp_head, sincos_2d
 
@@ -12,6 +13,22 @@ from comm.models import AlexNetEncoder, FusionTransformer, PatchTokens, mlp_head
 def test_alexnet_feature_map(size, side):
     out = AlexNetEncoder()(torch.zeros(2, 3, size, size))
     assert out.shape == (2, 256, side, side)
+
+
+def test_alexnet_trunk_equals_torchvision_order_in_values_and_gradients():
+    torch.manual_seed(0)
+    ours = AlexNetEncoder().double()
+    reference = alexnet(weights=None).features.double()
+    reference.load_state_dict(ours.features.state_dict())
+    assert [type(m) for m in ours.features] != [type(m) for m in reference]  # really reordered
+    x = torch.randn(3, 3, 96, 96, dtype=torch.float64)
+    out_ours, out_ref = ours(x), reference(x)
+    assert torch.equal(out_ours, out_ref)
+    grad = torch.randn_like(out_ref)
+    out_ours.backward(grad)
+    out_ref.backward(grad)
+    for (name, p), q in zip(ours.features.named_parameters(), reference.parameters()):
+        assert torch.allclose(p.grad, q.grad, rtol=1e-10, atol=1e-12), name
 
 
 def test_sincos_positions():

@@ -8,10 +8,12 @@ passes rather than 28k.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
 from sklearn.model_selection import StratifiedShuffleSplit
@@ -84,19 +86,41 @@ def linear_probe(
     # Ascending C with warm starts: each fit begins at the previous, more regularised solution,
     # which cuts the L-BFGS iterations of the weakly regularised end of the grid.
     clf = LogisticRegression(max_iter=max_iter, warm_start=True)
-    scores = {}
+    scores, unconverged = {}, []
     for c in sorted(cs):
-        clf.set_params(C=c).fit(train_x[fit_idx], train_y[fit_idx])
+        if not _fit(clf.set_params(C=c), train_x[fit_idx], train_y[fit_idx]):
+            unconverged.append(c)
         scores[c] = balanced_accuracy_score(train_y[val_idx], clf.predict(train_x[val_idx]))
     best_c = max(cs, key=lambda c: (scores[c], -c))  # ties: the stronger regularisation
-    pred = LogisticRegression(C=best_c, max_iter=max_iter).fit(train_x, train_y).predict(test_x)
+    final = LogisticRegression(C=best_c, max_iter=max_iter)
+    final_converged = _fit(final, train_x, train_y)
+    pred = final.predict(test_x)
     return {
         "balanced_accuracy": float(balanced_accuracy_score(test_y, pred)),
         "accuracy": float(accuracy_score(test_y, pred)),
         "best_C": float(best_c),
         "holdout_balanced_accuracy": {f"{c:g}": float(v) for c, v in scores.items()},
         "n_classes": int(len(np.unique(train_y))),
+        # Fits that stopped at max_iter: their C may be under-fitted; raise probe.max_iter.
+        "unconverged_C": [float(c) for c in unconverged],
+        "final_fit_converged": final_converged,
+        "final_fit_iterations": int(final.n_iter_.max()),
     }
+
+
+def _fit(clf: LogisticRegression, x: np.ndarray, y: np.ndarray) -> bool:
+    """Fit ``clf``; False when L-BFGS stopped at max_iter (recorded in the result rather than
+    printed once per fit). Other warnings pass through."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        clf.fit(x, y)
+    converged = True
+    for w in caught:
+        if issubclass(w.category, ConvergenceWarning):
+            converged = False
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return converged
 
 
 def probe_all(
