@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from comm.augment import IMAGENET_MEAN, IMAGENET_STD, ImageAugment, blur_kernel_size
+from comm_repro.augment import IMAGENET_MEAN, IMAGENET_STD, ImageAugment, blur_kernel_size
 
 
 def per_sample_pipeline(size: int) -> T.Compose:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from comm.data.trifeatures import generate
+from comm_repro.data.trifeatures import generate
 
 REFERENCE_S = 621.0
 

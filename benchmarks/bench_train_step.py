@@ -20,11 +20,11 @@ import numpy as np
 import torch
 import yaml
 
-from comm.cli import build_for_run
-from comm.config import run_config
-from comm.data.paired import PairedBank
-from comm.evaluate import extract_features
-from comm.train import autocast_context, seed_everything
+from comm_repro.cli import build_for_run
+from comm_repro.config import run_config
+from comm_repro.data.paired import PairedBank
+from comm_repro.evaluate import extract_features
+from comm_repro.train import autocast_context, seed_everything
 
 REFERENCE_STEP_S = 8.4
 REFERENCE_EXTRACT_PAIRS_PER_S = 43.0

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 from torchvision.transforms import RandomResizedCrop
 
-import comm.augment as aug_mod
-from comm.augment import (
+import comm_repro.augment as aug_mod
+from comm_repro.augment import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     ImageAugment,

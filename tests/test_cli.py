@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from comm.cli import main
-from comm.train import CHECKPOINT, LOG, MODEL
+from comm_repro.cli import main
+from comm_repro.train import CHECKPOINT, LOG, MODEL
 
 
 @pytest.mark.parametrize("command", ["prepare", "pretrain", "probe"])

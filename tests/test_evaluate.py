@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from comm.evaluate import linear_probe
+from comm_repro.evaluate import linear_probe
 
 CS = [1e-4, 1e-2, 1.0, 1e2, 1e4]
 

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from comm.losses import clip_loss, info_nce
+from comm_repro.losses import clip_loss, info_nce
 
 
 def _nt_xent_by_hand(z1, z2, tau):

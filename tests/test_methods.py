@@ -9,8 +9,8 @@ import pytest
 import torch
 from conftest import TINY_CONFIG
 
-from comm.augment import image_view_transforms
-from comm.methods import build_method
+from comm_repro.augment import image_view_transforms
+from comm_repro.methods import build_method
 
 SIZE = 64
 
@@ -143,7 +143,7 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch(kind):
 def test_unknown_kind_and_bad_switch_are_reported():
     with pytest.raises(ValueError, match="terms"):
         _build("comm", terms="everything")
-    from comm.config import ConfigError
+    from comm_repro.config import ConfigError
 
     with pytest.raises(ConfigError, match="simclr"):
         build_method("simclr", copy.deepcopy(TINY_CONFIG["model"]), [])

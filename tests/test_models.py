@@ -6,7 +6,7 @@ import pytest
 import torch
 from torchvision.models import alexnet
 
-from comm.models import AlexNetEncoder, FusionTransformer, PatchTokens, mlp_head, sincos_2d
+from comm_repro.models import AlexNetEncoder, FusionTransformer, PatchTokens, mlp_head, sincos_2d
 
 
 @pytest.mark.parametrize(("size", "side"), [(224, 6), (128, 3), (64, 1)])

@@ -12,15 +12,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from comm.data.paired import PairedBank
-from comm.train import CHECKPOINT, LOG, MODEL, NonFiniteLossError, pretrain
+from comm_repro.data.paired import PairedBank
+from comm_repro.train import CHECKPOINT, LOG, MODEL, NonFiniteLossError, pretrain
 
 EPOCHS = 6
 
 
 def _pretrain_cmd(config: Path, data: Path, out: Path) -> list[str]:
     return [
-        sys.executable, "-m", "comm.cli", "pretrain", "--config", str(config),
+        sys.executable, "-m", "comm_repro.cli", "pretrain", "--config", str(config),
         "--dataset", "trifeatures", "--method", "comm", "--seed", "3", "--data", str(data),
         "--out", str(out), "--threads", "1", "--quiet", "--set", f"train.epochs={EPOCHS}",
     ]  # fmt: skip

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from comm.data import trifeatures as tf
+from comm_repro.data import trifeatures as tf
 
 GOLDEN = json.loads((Path(__file__).parent / "data" / "trifeatures_seed42.json").read_text())
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from comm.config import ConfigError, require
-from comm.data import trifeatures as tf
-from comm.data.paired import PairedBank
-from comm.evaluate import ProbeData
+from comm_repro.config import ConfigError, require
+from comm_repro.data import trifeatures as tf
+from comm_repro.data.paired import PairedBank
+from comm_repro.evaluate import ProbeData
 
 
 def _trifeature_split(data_dir: Path, split: str, cfg: dict[str, Any]) -> tf.TrifeatureSplit:

@@ -3,6 +3,10 @@
 comm prepare trifeatures --out DIR
 comm pretrain --config CFG --dataset NAME --method NAME --seed S --data DIR --out RUN_DIR
 comm probe --run RUN_DIR --data DIR --out probe.json
+comm table fig4 --probes P.json ... --unbiased NAME --biased NAME --methods M ... --out PREFIX
+comm figure fig4 --table PREFIX.csv --out PREFIX
+comm figure curves --runs RUN_DIR ... --out PREFIX
+comm index --reports R.html ... --out index.html
 """
 
 from __future__ import annotations
@@ -14,9 +18,9 @@ from pathlib import Path
 
 import torch
 
-from comm.atomic import write_json
-from comm.config import ConfigError, apply_overrides, load_yaml, run_config
-from comm.provenance import provenance
+from comm_repro.atomic import write_json
+from comm_repro.config import ConfigError, apply_overrides, load_yaml, run_config
+from comm_repro.provenance import provenance
 
 
 def _threads(n: int | None) -> None:
@@ -24,8 +28,19 @@ def _threads(n: int | None) -> None:
         torch.set_num_threads(n)
 
 
+def _device(args: argparse.Namespace) -> str | None:
+    """--device, or with --gpu-lock-dir the CUDA device this job claims for itself."""
+    if args.gpu_lock_dir is None:
+        return args.device
+    from comm_repro.gpu import claim_gpu
+
+    device = f"cuda:{claim_gpu(args.gpu_lock_dir)}"
+    print(f"claimed {device}", file=sys.stderr)
+    return device
+
+
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from comm.data import trifeatures as tf
+    from comm_repro.data import trifeatures as tf
 
     t0 = time.perf_counter()
     splits = tf.generate(
@@ -39,9 +54,9 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 def build_for_run(run_cfg: dict, device: torch.device | None = None):
     """The method of a run, with its view transforms, built from the run's resolved settings."""
-    from comm.augment import image_view_transforms
-    from comm.data.registry import family
-    from comm.methods import build_method
+    from comm_repro.augment import image_view_transforms
+    from comm_repro.data.registry import family
+    from comm_repro.methods import build_method
 
     kinds = family(run_cfg["dataset"])["modalities"]
     size = int(run_cfg["dataset"]["resolution"])
@@ -54,14 +69,15 @@ def build_for_run(run_cfg: dict, device: torch.device | None = None):
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    from comm.data.registry import family
-    from comm.train import pretrain, resolve_device, seed_everything
+    from comm_repro.data.registry import family
+    from comm_repro.train import pretrain, resolve_device, seed_everything
 
     _threads(args.threads)
     cfg = apply_overrides(load_yaml(args.config), args.set or [])
     run_cfg = run_config(cfg, args.dataset, args.method, args.seed)
-    if args.device:
-        run_cfg["train"]["device"] = args.device
+    device = _device(args)
+    if device:
+        run_cfg["train"]["device"] = device
     t0 = time.perf_counter()
     data = family(run_cfg["dataset"])["pretrain"](Path(args.data), run_cfg["dataset"])
     seed_everything(args.seed)
@@ -83,9 +99,9 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
-    from comm.data.registry import family
-    from comm.evaluate import probe_all
-    from comm.train import MODEL, resolve_device
+    from comm_repro.data.registry import family
+    from comm_repro.evaluate import probe_all
+    from comm_repro.train import MODEL, resolve_device
 
     _threads(args.threads)
     t0 = time.perf_counter()
@@ -94,7 +110,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
         raise ConfigError(f"{model_path} not found: run `comm pretrain ... --out {args.run}` first")
     saved = torch.load(model_path, map_location="cpu", weights_only=True)
     run_cfg = apply_overrides(saved["config"], args.set or [])
-    device = resolve_device(args.device or run_cfg["train"].get("device", "auto"))
+    device = resolve_device(_device(args) or run_cfg["train"].get("device", "auto"))
     method = build_for_run(run_cfg)
     method.load_state_dict(saved["model"])
     method.to(device)
@@ -117,6 +133,40 @@ def cmd_probe(args: argparse.Namespace) -> int:
     write_json(args.out, result)
     summary = ", ".join(f"{t} {m['balanced_accuracy']:.3f}" for t, m in result["tasks"].items())
     print(f"balanced accuracy: {summary} -> {args.out}")
+    return 0
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    from comm_repro import report
+
+    table = report.fig4_table(
+        report.load_probes(args.probes), args.unbiased, args.biased, args.methods
+    )
+    paths = report.write_fig4_table(table, args.out)
+    print(f"wrote {', '.join(map(str, paths))}")
+    return 0
+
+
+def cmd_figure(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from comm_repro import report
+
+    needed = {"fig4": ("--table", args.table), "curves": ("--runs", args.runs)}[args.figure]
+    if not needed[1]:
+        raise ConfigError(f"comm figure {args.figure} needs {needed[0]}")
+    if args.figure == "fig4":
+        paths = report.plot_fig4(pd.read_csv(args.table), args.out)
+    else:
+        paths = report.plot_curves(report.load_logs(args.runs), args.out)
+    print(f"wrote {', '.join(map(str, paths))}")
+    return 0
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from comm_repro import report
+
+    print(f"wrote {report.write_index(args.reports, args.out)}")
     return 0
 
 
@@ -144,9 +194,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--set", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.epochs=5"
     )
-    p.add_argument("--device", help="cpu, cuda, cuda:1 (default: train.device, auto)")
-    p.add_argument("--threads", type=int, help="CPU threads for torch")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_runtime_options(p)
     p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("probe", help="linear probes on frozen features of a pretrained run")
@@ -159,11 +207,41 @@ def make_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override the run's settings, e.g. probe.max_iter=100",
     )
-    p.add_argument("--device", help="cpu, cuda, ... (default: the run's train.device)")
+    _add_runtime_options(p)
+    p.set_defaults(func=cmd_probe)
+
+    p = sub.add_parser("table", help="aggregate probe results into a paper table")
+    p.add_argument("table", choices=["fig4"], help="which table")
+    p.add_argument("--probes", required=True, nargs="+", type=Path, help="probe.json files")
+    p.add_argument("--unbiased", required=True, help="dataset whose runs give R and U")
+    p.add_argument("--biased", required=True, help="dataset whose runs give S")
+    p.add_argument("--methods", required=True, nargs="+", help="method keys, in table order")
+    p.add_argument("--out", required=True, type=Path, help="output prefix (.csv, .md, .tex)")
+    p.set_defaults(func=cmd_table)
+
+    p = sub.add_parser("figure", help="draw a figure from a table or from training logs")
+    p.add_argument("figure", choices=["fig4", "curves"], help="which figure")
+    p.add_argument("--table", type=Path, help="fig4: the table's .csv")
+    p.add_argument("--runs", nargs="+", type=Path, help="curves: run directories")
+    p.add_argument("--out", required=True, type=Path, help="output prefix (.png, .pdf)")
+    p.set_defaults(func=cmd_figure)
+
+    p = sub.add_parser("index", help="an HTML page linking the reports")
+    p.add_argument("--reports", required=True, nargs="+", type=Path, help="report .html files")
+    p.add_argument("--out", required=True, type=Path, help="index .html to write")
+    p.set_defaults(func=cmd_index)
+    return parser
+
+
+def _add_runtime_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", help="cpu, cuda, cuda:1 (default: the config's train.device)")
+    p.add_argument(
+        "--gpu-lock-dir",
+        type=Path,
+        help="claim a free GPU through lock files in this directory (one device per job)",
+    )
     p.add_argument("--threads", type=int, help="CPU threads for torch")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=cmd_probe)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

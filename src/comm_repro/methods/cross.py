@@ -8,9 +8,9 @@ import math
 import torch
 from torch import nn
 
-from comm.losses import clip_loss
-from comm.methods.base import Method
-from comm.models import pooled
+from comm_repro.losses import clip_loss
+from comm_repro.methods.base import Method
+from comm_repro.models import pooled
 
 MAX_LOGIT_SCALE = math.log(100.0)
 

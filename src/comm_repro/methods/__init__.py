@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from comm.augment import ViewTransforms
-from comm.config import ConfigError
-from comm.methods.base import Method
-from comm.methods.comm import CoMM
-from comm.methods.cross import Cross
-from comm.methods.cross_self import CrossSelf
+from comm_repro.augment import ViewTransforms
+from comm_repro.config import ConfigError
+from comm_repro.methods.base import Method
+from comm_repro.methods.comm import CoMM
+from comm_repro.methods.cross import Cross
+from comm_repro.methods.cross_self import CrossSelf
 
 METHODS: dict[str, type[Method]] = {"comm": CoMM, "cross": Cross, "cross_self": CrossSelf}
 

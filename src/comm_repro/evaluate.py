@@ -20,8 +20,8 @@ from sklearn.model_selection import StratifiedShuffleSplit
 from sklearn.preprocessing import StandardScaler
 from tqdm.auto import tqdm
 
-from comm.data.paired import PairedBank
-from comm.train import autocast_context
+from comm_repro.data.paired import PairedBank
+from comm_repro.train import autocast_context
 
 
 @dataclass

@@ -7,9 +7,9 @@ import itertools
 import torch
 from torch import nn
 
-from comm.losses import info_nce
-from comm.methods.base import Method
-from comm.models import mlp_head, pooled
+from comm_repro.losses import info_nce
+from comm_repro.methods.base import Method
+from comm_repro.models import mlp_head, pooled
 
 
 class CrossSelf(Method):

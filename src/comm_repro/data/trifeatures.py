@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from comm.atomic import atomic_path, write_json
+from comm_repro.atomic import atomic_path, write_json
 
 SHAPES = (
     "triangle", "square", "plus", "circle", "tee",

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from comm.atomic import atomic_path
-from comm.data.paired import PairedBank
+from comm_repro.atomic import atomic_path
+from comm_repro.data.paired import PairedBank
 
 CHECKPOINT = "checkpoint.pt"
 MODEL = "model.pt"

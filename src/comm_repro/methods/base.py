@@ -7,9 +7,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from comm.augment import ViewTransforms
-from comm.config import ConfigError
-from comm.models import build_encoder
+from comm_repro.augment import ViewTransforms
+from comm_repro.config import ConfigError
+from comm_repro.models import build_encoder
 
 NO_DECAY_NAMES = ("cls", "logit_scale")
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from comm.losses import info_nce
-from comm.methods.base import Method
-from comm.models import FusionTransformer, PatchTokens, mlp_head
+from comm_repro.losses import info_nce
+from comm_repro.methods.base import Method
+from comm_repro.models import FusionTransformer, PatchTokens, mlp_head
 
 TERMS = ("both", "full_only", "unimodal_only")
 REDUCTIONS = ("sum", "mean")

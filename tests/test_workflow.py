@@ -1,0 +1,260 @@
+"""The Snakemake workflow: schema, job plans, the tiny study end to end, rerun semantics."""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
+TINY = REPO / ".test" / "config.yaml"
+ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+
+def load(path: Path) -> dict:
+    return yaml.safe_load(path.read_text())
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True, env: dict | None = None):
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile")]
+    cmd += ["--directory", str(workdir), *args]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env or ENV, cwd=workdir)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def planned_jobs(output: str) -> Counter:
+    """Rule -> job count from the 'Job stats' table of a dry run."""
+    counts: Counter = Counter()
+    if "Job stats:" not in output:
+        return counts
+    table = output.split("Job stats:", 1)[1].splitlines()[3:]
+    for line in table:
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].isdigit():
+            break
+        if parts[0] != "total":
+            counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def workdir_for(tmp: Path) -> Path:
+    """A working directory that sees the repository's config and notebooks."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    for name in ("config", "notebooks", "profiles"):
+        (tmp / name).symlink_to(REPO / name)
+    return tmp
+
+
+def write_config(tmp: Path, cfg: dict, name: str) -> str:
+    path = tmp / name
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return str(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Schema
+
+
+@pytest.mark.parametrize("path", ["config/config.yaml", "config/paper.yaml", ".test/config.yaml"])
+def test_shipped_configs_are_valid(path):
+    validate(load(REPO / path), str(SCHEMA))
+
+
+@pytest.mark.parametrize(
+    "edit, named",
+    [
+        (lambda c: c["train"].update(epoch=3), "epoch"),  # unknown key (typo of epochs)
+        (lambda c: c["train"].update(epochs=0), "epochs"),
+        (lambda c: c["train"].update(lr="fast"), "lr"),
+        (lambda c: c["datasets"]["trifeatures"].update(resolution=32), "resolution"),
+        (lambda c: c["datasets"]["trifeatures"].update(pairing="random"), "pairing"),
+        (lambda c: c["methods"]["comm"].update(terms="all"), "terms"),
+        (lambda c: c["methods"]["cross"].update(temperature=0.1), "temperature"),
+        (lambda c: c["methods"]["comm"].update(kind="simclr"), "kind"),
+        (lambda c: c["probe"].update(holdout_fraction=1.0), "holdout_fraction"),
+        (lambda c: c.update(seeds=[]), "seeds"),
+        (lambda c: c["resources"]["pretrain"].pop("gpu"), "gpu"),
+        (lambda c: c.update(extras={}), "extras"),
+    ],
+)
+def test_schema_rejects_bad_configs_naming_the_key(edit, named):
+    cfg = copy.deepcopy(load(REPO / "config/config.yaml"))
+    edit(cfg)
+    with pytest.raises(WorkflowError) as err:
+        validate(cfg, str(SCHEMA))
+    assert named in str(err.value)
+
+
+def _rename_model_key(cfg):
+    cfg["model"]["embed_dimension"] = cfg["model"].pop("embed_dim")
+
+
+def _biased_names_unbiased_data(cfg):
+    cfg["fig4"]["biased"] = "trifeatures"
+
+
+@pytest.mark.parametrize(
+    "edit, named",
+    [(_rename_model_key, "embed_dimension"), (_biased_names_unbiased_data, "fig4.biased")],
+)
+def test_snakemake_stops_at_start_up_naming_the_bad_key(tmp_path, edit, named):
+    cfg = load(TINY)
+    edit(cfg)
+    config = write_config(tmp_path, cfg, "bad.yaml")
+    result = snakemake(workdir_for(tmp_path), "-n", "--configfile", config, check=False)
+    assert result.returncode != 0
+    assert named in result.stdout + result.stderr
+
+
+def test_a_foreign_comm_on_path_stops_the_workflow_with_a_hint(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "comm").write_text("#!/bin/sh\necho coreutils\n")  # stands for /usr/bin/comm
+    (bin_dir / "comm").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    result = snakemake(workdir_for(tmp_path / "wd"), "-n", check=False, env=env)
+    assert result.returncode != 0
+    assert "not this project's command line" in result.stdout + result.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# Plans
+
+
+def test_paper_protocol_plans_every_run(tmp_path):
+    result = snakemake(workdir_for(tmp_path), "-n", "--configfile", "config/paper.yaml")
+    jobs = planned_jobs(result.stdout)
+    runs = 5 * 2 * 3  # seeds x datasets (unbiased, biased) x methods
+    assert jobs["pretrain"] == runs
+    assert jobs["probe"] == runs
+    assert jobs["run_settings"] == runs
+    assert jobs["prepare_trifeatures"] == 1
+    for rule in ("table_fig4", "figure_fig4", "figure_training_curves", "report_trifeatures"):
+        assert jobs[rule] == 1
+    assert sum(jobs.values()) == 3 * runs + 1 + 6 + 1  # + report_html, report_index, all
+
+
+def test_gpu_jobs_claim_a_device_and_cpu_jobs_do_not(tmp_path):
+    workdir = workdir_for(tmp_path)
+    paper = snakemake(workdir, "-n", "-p", "--configfile", "config/paper.yaml").stdout
+    default = snakemake(workdir, "-n", "-p").stdout
+    assert re.search(r"comm pretrain .*--gpu-lock-dir", paper)
+    assert re.search(r"comm probe .*--gpu-lock-dir", paper)
+    assert "--gpu-lock-dir" not in default
+
+
+# ---------------------------------------------------------------------------------------------
+# The tiny study end to end, then what reruns after an edit
+
+
+@pytest.fixture(scope="module")
+def finished_study(tmp_path_factory):
+    workdir = workdir_for(tmp_path_factory.mktemp("study"))
+    t0 = time.perf_counter()
+    snakemake(workdir, "--cores", "2", "--configfile", str(TINY))
+    return workdir, time.perf_counter() - t0
+
+
+@pytest.mark.slow
+def test_tiny_study_produces_the_report(finished_study):
+    workdir, seconds = finished_study
+    results = workdir / "results"
+    html = (results / "reports" / "trifeatures.html").read_text()
+    assert "data:image/png;base64" in html
+    assert "trifeatures.html" in (results / "reports" / "index.html").read_text()
+    table = (results / "tables" / "fig4_trifeatures.md").read_text()
+    for name in ("cross", "cross_self", "comm"):
+        assert (results / "runs" / "trifeatures_synergy" / name / "seed0" / "probe.json").exists()
+    assert table.count("\n") >= 4
+    for stem in ("fig4_trifeatures", "training_curves_trifeatures"):
+        assert (results / "figures" / f"{stem}.png").stat().st_size > 0
+    for stage in ("pretrain", "probe"):
+        assert (results / "benchmarks" / stage / "trifeatures" / "comm" / "seed0.tsv").exists()
+    print(f"tiny study: {seconds:.0f} s")
+    nothing = snakemake(workdir, "-n", "--configfile", str(TINY))
+    assert planned_jobs(nothing.stdout) == Counter()
+
+
+def _planned_commands(output: str, step: str) -> list[str]:
+    return (
+        re.findall(rf"comm {step} .*?--method (\w+)", output)
+        if step == "pretrain"
+        else [m for m in re.findall(rf"comm {step} --run \S+/(\w+)/seed\d+ ", output)]
+    )
+
+
+@pytest.mark.slow
+def test_editing_one_method_reruns_only_its_jobs(finished_study, tmp_path):
+    workdir, _ = finished_study
+    cfg = load(TINY)
+    cfg["methods"]["cross"]["proj_dim"] = 32
+    plan = snakemake(
+        workdir, "-n", "-p", "--configfile", write_config(tmp_path, cfg, "edited.yaml")
+    ).stdout
+    jobs = planned_jobs(plan)
+    assert jobs["pretrain"] == jobs["probe"] == 2  # cross on both datasets, one seed
+    assert set(_planned_commands(plan, "pretrain")) == {"cross"}
+    assert set(_planned_commands(plan, "probe")) == {"cross"}
+    assert jobs["table_fig4"] == 1 and jobs["report_trifeatures"] == 1
+
+
+@pytest.mark.slow
+def test_forcerun_probe_reruns_probes_and_reports_not_pretraining(finished_study):
+    workdir, _ = finished_study
+    plan = snakemake(workdir, "-n", "--configfile", str(TINY), "--forcerun", "probe").stdout
+    jobs = planned_jobs(plan)
+    assert jobs["probe"] == 6
+    assert "pretrain" not in jobs and "run_settings" not in jobs
+    assert jobs["table_fig4"] == 1 and jobs["report_index"] == 1
+
+
+@pytest.mark.slow
+def test_killed_pretraining_resumes_from_its_checkpoint(finished_study, tmp_path):
+    workdir, _ = finished_study
+    cfg = load(TINY)
+    cfg["seeds"] = [1]
+    cfg["datasets"]["trifeatures"]["max_train_pairs"] = 1024
+    cfg["train"]["epochs"] = 3
+    config = write_config(tmp_path, cfg, "long.yaml")
+    run = workdir / "results" / "runs" / "trifeatures" / "comm" / "seed1"
+    target = str(run.relative_to(workdir) / "model.pt")
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile")]
+    # The target goes before --configfile, which would read it as one more config file.
+    cmd += ["--directory", str(workdir), target, "--cores", "1", "--configfile", config]
+    job = subprocess.Popen(
+        cmd,
+        env=ENV,
+        cwd=workdir,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while not (run / "checkpoint.pt").exists():
+        assert job.poll() is None, "the run ended before its first checkpoint"
+        assert time.monotonic() < deadline, "no checkpoint after 120 s"
+        time.sleep(0.2)
+    os.killpg(job.pid, signal.SIGKILL)  # as a crash or a node failure would
+    job.wait()
+    assert not (run / "model.pt").exists()
+
+    snakemake(workdir, "--unlock", "--configfile", config)
+    snakemake(workdir, target, "--cores", "1", "--rerun-incomplete", "--configfile", config)
+    log = (workdir / "results/logs/pretrain/trifeatures/comm/seed1.log").read_text()
+    assert re.search(r"resuming .* after epoch [12]/3", log), log[-2000:]
+    epochs = (run / "train_log.csv").read_text().strip().splitlines()[1:]
+    assert [row.split(",")[0] for row in epochs] == ["1", "2", "3"]

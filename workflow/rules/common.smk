@@ -1,0 +1,127 @@
+# Paths, wildcard constraints and the config slices each job sees.
+
+import shlex
+import shutil
+
+import yaml
+
+RESULTS = "results"
+RUN = f"{RESULTS}/runs/{{dataset}}/{{method}}/seed{{seed}}"
+GPU_LOCK_DIR = ".snakemake/comm-gpu-locks"
+
+
+def _alternatives(names):
+    return "|".join(sorted(names))
+
+
+wildcard_constraints:
+    dataset=_alternatives(config["datasets"]),
+    method=_alternatives(config["methods"]),
+    seed=r"\d+",
+    generator_seed=r"\d+",
+
+
+def check_config():
+    """Cross-key checks the schema cannot express; messages name the key."""
+    for role in ("unbiased", "biased"):
+        name = config["fig4"][role]
+        if name not in config["datasets"]:
+            raise ValueError(
+                f"fig4.{role} is {name!r}, not a key of datasets: {sorted(config['datasets'])}"
+            )
+        pairing = config["datasets"][name]["pairing"]
+        if pairing != role:
+            raise ValueError(
+                f"fig4.{role} names dataset {name!r}, whose pairing is {pairing!r}"
+            )
+
+
+def check_cli():
+    """Rules call the `comm` command, a name coreutils also has (/usr/bin/comm). Unless conda
+    provides each rule's environment, make sure PATH finds this project's command first."""
+    deployment = getattr(workflow, "deployment_settings", None)
+    methods = {m.name for m in getattr(deployment, "deployment_method", None) or ()}
+    if "CONDA" in methods:
+        return
+    found = shutil.which("comm")
+    if found is None or b"comm_repro" not in Path(found).read_bytes()[:4096]:
+        raise WorkflowError(
+            f"`comm` on PATH is {found or 'missing'}, not this project's command line: activate "
+            "its environment (. .venv/bin/activate) or install it (pip install -e .), or run "
+            "with --software-deployment-method conda"
+        )
+
+
+check_config()
+check_cli()
+
+
+def data_dir(dataset):
+    cfg = config["datasets"][dataset]
+    return f"{RESULTS}/data/{cfg['family']}/seed{cfg['generator_seed']}"
+
+
+def data_files(dataset):
+    folder = data_dir(dataset)
+    return [f"{folder}/train.npz", f"{folder}/test.npz", f"{folder}/manifest.json"]
+
+
+def run_settings(wildcards):
+    """The study slice one pretraining run depends on (probe settings excluded: changing them
+    reruns the probes only). Snakemake reruns a job whose params changed."""
+    return {
+        "seeds": [int(wildcards.seed)],
+        "datasets": {wildcards.dataset: config["datasets"][wildcards.dataset]},
+        "methods": {wildcards.method: config["methods"][wildcards.method]},
+        **{key: config[key] for key in ("model", "train", "augment")},
+        "probe": {},
+    }
+
+
+def probe_overrides():
+    """`--set probe.KEY=VALUE ...` arguments carrying the config's probe settings."""
+    items = [
+        f"probe.{key}={yaml.safe_dump(value, default_flow_style=True).strip()}"
+        for key, value in sorted(config["probe"].items())
+    ]
+    return " ".join(shlex.quote(item) for item in items)
+
+
+def job_resources(stage, key):
+    return config["resources"][stage][key]
+
+
+def gpu_lock_args(stage):
+    """GPU jobs claim their own device (see comm_repro.gpu); CPU jobs need nothing."""
+    return f"--gpu-lock-dir {GPU_LOCK_DIR}" if job_resources(stage, "gpu") > 0 else ""
+
+
+def output_prefix(wildcards, output):
+    """The shared stem of a rule's outputs (multiext): what `comm table|figure --out` takes."""
+    return str(Path(output[0]).with_suffix(""))
+
+
+def runs(datasets=None, methods=None, file="probe.json"):
+    return expand(
+        f"{RUN}/{file}",
+        dataset=datasets or list(config["datasets"]),
+        method=methods or list(config["methods"]),
+        seed=config["seeds"],
+    )
+
+
+def fig4_probes():
+    fig4 = config["fig4"]
+    return runs(datasets=[fig4["unbiased"], fig4["biased"]])
+
+
+def all_targets():
+    return [
+        *runs(),
+        *multiext(f"{RESULTS}/tables/fig4_trifeatures", ".csv", ".md", ".tex"),
+        *multiext(f"{RESULTS}/figures/fig4_trifeatures", ".png", ".pdf"),
+        *multiext(f"{RESULTS}/figures/training_curves_trifeatures", ".png", ".pdf"),
+        f"{RESULTS}/reports/trifeatures.ipynb",
+        f"{RESULTS}/reports/trifeatures.html",
+        f"{RESULTS}/reports/index.html",
+    ]

@@ -1,0 +1,25 @@
+rule probe:
+    input:
+        model=f"{RUN}/model.pt",
+        data=lambda wildcards: data_files(wildcards.dataset),
+    output:
+        f"{RUN}/probe.json",
+    log:
+        f"{RESULTS}/logs/probe/{{dataset}}/{{method}}/seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/probe/{{dataset}}/{{method}}/seed{{seed}}.tsv"
+    conda:
+        "../envs/comm.yaml"
+    threads: job_resources("probe", "threads")
+    resources:
+        gpu=job_resources("probe", "gpu"),
+        mem_mb=job_resources("probe", "mem_mb"),
+        runtime=job_resources("probe", "runtime"),
+    params:
+        data=lambda wildcards: data_dir(wildcards.dataset),
+        run=lambda wildcards, input: Path(input.model).parent,
+        settings=probe_overrides(),
+        gpu=gpu_lock_args("probe"),
+    shell:
+        "comm probe --run {params.run} --data {params.data} --out {output} "
+        "--threads {threads} {params.gpu} --quiet --set {params.settings} > {log} 2>&1"

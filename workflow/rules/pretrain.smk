@@ -1,0 +1,42 @@
+rule run_settings:
+    output:
+        f"{RUN}/settings.yaml",
+    log:
+        f"{RESULTS}/logs/settings/{{dataset}}/{{method}}/seed{{seed}}.log",
+    localrule: True
+    params:
+        settings=run_settings,
+    run:
+        with open(output[0], "w") as f:
+            yaml.safe_dump(params.settings, f, sort_keys=False)
+
+
+# Declared outputs are the finished run's files only: checkpoint.pt is left in place when a job
+# fails or is killed, and the rerun (--rerun-incomplete) resumes from it.
+rule pretrain:
+    input:
+        settings=f"{RUN}/settings.yaml",
+        data=lambda wildcards: data_files(wildcards.dataset),
+    output:
+        model=f"{RUN}/model.pt",
+        log_csv=f"{RUN}/train_log.csv",
+        summary=f"{RUN}/pretrain.json",
+    log:
+        f"{RESULTS}/logs/pretrain/{{dataset}}/{{method}}/seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/pretrain/{{dataset}}/{{method}}/seed{{seed}}.tsv"
+    conda:
+        "../envs/comm.yaml"
+    threads: job_resources("pretrain", "threads")
+    resources:
+        gpu=job_resources("pretrain", "gpu"),
+        mem_mb=job_resources("pretrain", "mem_mb"),
+        runtime=job_resources("pretrain", "runtime"),
+    params:
+        data=lambda wildcards: data_dir(wildcards.dataset),
+        run=lambda wildcards, output: Path(output.model).parent,
+        gpu=gpu_lock_args("pretrain"),
+    shell:
+        "comm pretrain --config {input.settings} --dataset {wildcards.dataset} "
+        "--method {wildcards.method} --seed {wildcards.seed} --data {params.data} "
+        "--out {params.run} --threads {threads} {params.gpu} > {log} 2>&1"
