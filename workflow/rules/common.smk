@@ -38,7 +38,8 @@ def check_config():
 
 def check_cli():
     """Rules call the `comm` command, a name coreutils also has (/usr/bin/comm). Unless conda
-    provides each rule's environment, make sure PATH finds this project's command first."""
+    provides each rule's environment, make sure PATH finds this project's command first.
+    """
     deployment = getattr(workflow, "deployment_settings", None)
     methods = {m.name for m in getattr(deployment, "deployment_method", None) or ()}
     if "CONDA" in methods:
