@@ -148,6 +148,13 @@ def test_paper_protocol_plans_every_run(tmp_path):
     assert sum(jobs.values()) == 3 * runs + 1 + 6 + 1  # + report_html, report_index, all
 
 
+def test_the_report_waits_for_the_table_and_figures_it_shows(tmp_path):
+    plan = snakemake(workdir_for(tmp_path), "-n", "results/reports/trifeatures.ipynb").stdout
+    jobs = planned_jobs(plan)
+    for rule in ("table_fig4", "figure_fig4", "figure_training_curves"):
+        assert jobs[rule] == 1, rule
+
+
 def test_gpu_jobs_claim_a_device_and_cpu_jobs_do_not(tmp_path):
     workdir = workdir_for(tmp_path)
     paper = snakemake(workdir, "-n", "-p", "--configfile", "config/paper.yaml").stdout

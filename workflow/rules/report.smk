@@ -57,7 +57,11 @@ rule figure_training_curves:
 rule report_trifeatures:
     input:
         notebook="notebooks/trifeatures.ipynb",
-        table=f"{RESULTS}/tables/fig4_trifeatures.csv",
+        table=multiext(f"{RESULTS}/tables/fig4_trifeatures", ".csv", ".md"),
+        figures=[
+            f"{RESULTS}/figures/fig4_trifeatures.png",
+            f"{RESULTS}/figures/training_curves_trifeatures.png",
+        ],
         probes=runs(),
         logs=runs(file="train_log.csv"),
         data=data_files(config["fig4"]["unbiased"]),
