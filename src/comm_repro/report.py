@@ -118,13 +118,14 @@ def write_fig4_table(table: pd.DataFrame, prefix: str | Path) -> list[Path]:
     """``prefix``.csv (long, numeric), .md and .tex (one row per method)."""
     prefix = Path(prefix)
     seeds = sorted(set(table.n_seeds))
+    unbiased = table[table.column == "R"].pretrained_on.iloc[0]
+    biased = table[table.column == "S"].pretrained_on.iloc[0]
     note = (
         "Linear-probe balanced accuracy (%), mean ± std over "
-        f"{'/'.join(map(str, seeds))} seeds; R = shape (chance 10), U1/U2 = texture of image "
-        "1/2 (chance 10), U = their mean, S = texture-colour synergy (chance 50). R and U from "
-        f"runs on {table[table.column == 'R'].pretrained_on.iloc[0]}, S from runs on "
-        f"{table[table.column == 'S'].pretrained_on.iloc[0]}. Paper: Fig. 4 (its uniqueness "
-        "is shown beside U1 and U)."
+        f"{'/'.join(map(str, seeds))} seed{'' if seeds == [1] else 's'}; R = shape (chance 10), "
+        "U1/U2 = texture of image 1/2 (chance 10), U = their mean, S = texture-colour synergy "
+        f"(chance 50). R and U from runs on {unbiased}, S from runs on {biased}. Paper: Fig. 4 "
+        "(its uniqueness is shown beside U1 and U)."
     )
     paths = [prefix.with_suffix(".csv"), prefix.with_suffix(".md"), prefix.with_suffix(".tex")]
     write_text(paths[0], table.to_csv(index=False, float_format="%.3f"))
