@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from comm_repro.atomic import atomic_path
+from comm_repro.atomic import atomic_path, write_text
 
 # Paper Fig. 4 (reference/paper_numbers.md): mean and std over 5 runs, read off the figure.
 # "Uniqueness" is one number in the paper; it is shown beside U1 and beside mean U.
@@ -137,16 +137,21 @@ def write_fig4_table(table: pd.DataFrame, prefix: str | Path) -> list[Path]:
     return paths
 
 
-def write_text(path: Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-
-
 def markdown(frame: pd.DataFrame) -> str:
     """A GitHub-style Markdown table of ``frame``'s columns and cells."""
     lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * frame.shape[1]]
     lines += ["| " + " | ".join(map(str, row)) + " |" for row in frame.itertuples(index=False)]
     return "\n".join(lines)
+
+
+def _pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (jobs have no display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def _save(fig, prefix: Path) -> list[Path]:
@@ -162,11 +167,7 @@ def _save(fig, prefix: Path) -> list[Path]:
 def plot_fig4(table: pd.DataFrame, prefix: str | Path) -> list[Path]:
     """Grouped bars (R, U, S per method) with std error bars, the paper's values as markers and
     each task's chance level as a dashed line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     columns = ["R", "U", "S"]
     labels = list(dict.fromkeys(table.label))
     width = 0.8 / len(labels)
@@ -205,11 +206,7 @@ def load_logs(run_dirs: Iterable[str | Path]) -> pd.DataFrame:
 
 def plot_curves(logs: pd.DataFrame, prefix: str | Path) -> list[Path]:
     """One panel per dataset for the training loss, one for SSL accuracy; a line per run."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     datasets = sorted(logs.dataset.unique())
     fig, axes = plt.subplots(2, len(datasets), figsize=(5 * len(datasets), 6), squeeze=False)
     for col, dataset in enumerate(datasets):

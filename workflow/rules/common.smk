@@ -45,7 +45,11 @@ def check_cli():
     if "CONDA" in methods:
         return
     found = shutil.which("comm")
-    if found is None or b"comm_repro" not in Path(found).read_bytes()[:4096]:
+    ours = False
+    if found is not None:
+        with open(found, "rb") as script:
+            ours = b"comm_repro" in script.read(4096)
+    if not ours:
         raise WorkflowError(
             f"`comm` on PATH is {found or 'missing'}, not this project's command line: activate "
             "its environment (. .venv/bin/activate) or install it (pip install -e .), or run "
