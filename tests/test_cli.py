@@ -18,7 +18,7 @@ def test_help(command, capsys):
     assert "--out" in capsys.readouterr().out
 
 
-def test_round_trip(tiny_config, trifeature_dir, tmp_path):
+def test_round_trip(tiny_config, trifeature_dir, tmp_path, capsys):
     _, config = tiny_config
     run = tmp_path / "runs" / "trifeatures" / "cross_self" / "seed0"
     args = [
@@ -44,6 +44,13 @@ def test_round_trip(tiny_config, trifeature_dir, tmp_path):
     assert result["config"]["method"]["kind"] == "cross_self"
     assert result["config"]["probe"]["max_iter"] == 50  # the probe's override was applied
     assert {"git_commit", "packages", "device", "wall_s", "seed"} <= set(result)
+
+    # datasets.<name>.probe_tasks restricts the probes; an unknown task is named
+    only = ["--set", "dataset.probe_tasks=[synergy]"]
+    assert main([*probe, "--quiet", *only]) == 0
+    assert set(json.loads(out.read_text())["tasks"]) == {"synergy"}
+    assert main([*probe, "--quiet", "--set", "dataset.probe_tasks=[colour]"]) == 2
+    assert "probe_tasks" in capsys.readouterr().err
 
 
 def test_unknown_method_names_the_key(tiny_config, trifeature_dir, tmp_path, capsys):

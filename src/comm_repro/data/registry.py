@@ -40,6 +40,13 @@ def trifeature_probe_data(data_dir: Path, cfg: dict[str, Any]) -> ProbeData:
     """Probes always use unbiased pairs, as in the paper: the synergy label is then rare (~10 %)
     and balanced accuracy tells whether the mapping was learned."""
     mapping = tf.synergy_mapping(int(cfg["generator_seed"]))
+    tasks = cfg.get("probe_tasks", list(tf.TASKS))
+    unknown = sorted(set(tasks) - set(tf.TASKS))
+    if unknown or not tasks:
+        raise ConfigError(
+            f"datasets.<name>.probe_tasks must be a non-empty subset of {list(tf.TASKS)}, "
+            f"got {tasks}"
+        )
     banks, labels = {}, {}
     for split_name, max_pairs in (("train", int(cfg["probe_train_pairs"])), ("test", None)):
         split = _trifeature_split(data_dir, split_name, cfg)
@@ -47,7 +54,8 @@ def trifeature_probe_data(data_dir: Path, cfg: dict[str, Any]) -> ProbeData:
             split, biased=False, max_pairs=max_pairs, seed=int(cfg["pairing_seed"])
         )
         banks[split_name] = PairedBank.from_numpy([split.images, split.images], pairs)
-        labels[split_name] = tf.task_labels(split, pairs, mapping)
+        every_task = tf.task_labels(split, pairs, mapping)
+        labels[split_name] = {t: every_task[t] for t in tf.TASKS if t in tasks}
     return ProbeData(banks["train"], banks["test"], labels["train"], labels["test"])
 
 

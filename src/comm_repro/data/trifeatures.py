@@ -374,6 +374,9 @@ def make_pairs(
     return pairs[rng.choice(len(pairs), size=n, replace=False)]
 
 
+TASKS = ("share", "unique1", "unique2", "synergy")
+
+
 def task_labels(
     split: TrifeatureSplit, pairs: np.ndarray, mapping: np.ndarray
 ) -> dict[str, np.ndarray]:
