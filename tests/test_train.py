@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from comm_repro import train
 from comm_repro.data.paired import PairedBank
 from comm_repro.train import CHECKPOINT, LOG, MODEL, NonFiniteLossError, pretrain
 
@@ -110,3 +111,15 @@ def test_log_and_checkpoint_contents(tmp_path):
     assert ckpt["epoch"] == 2 and {"model", "optimizer", "rng"} <= set(ckpt)
     assert summary["steps_per_epoch"] == 5
     assert not list(tmp_path.glob(".*.tmp")), "no temporary files may be left behind"
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_uses_bf16_only_where_the_cpu_has_it(monkeypatch, native):
+    monkeypatch.setattr(train, "cpu_has_native_bf16", lambda: native)
+    cpu = torch.device("cpu")
+    with train.autocast_context(cpu, "auto"):
+        assert torch.is_autocast_enabled("cpu") is native
+    with train.autocast_context(cpu, "fp32"):
+        assert not torch.is_autocast_enabled("cpu")
+    with train.autocast_context(cpu, "bf16"):
+        assert torch.is_autocast_enabled("cpu")

@@ -205,7 +205,7 @@ def make_parser() -> argparse.ArgumentParser:
         "--set",
         nargs="*",
         metavar="KEY=VALUE",
-        help="override the run's settings, e.g. probe.max_iter=100",
+        help="override the run's settings, e.g. probe.max_iter=100 dataset.probe_train_pairs=10000",
     )
     _add_runtime_options(p)
     p.set_defaults(func=cmd_probe)

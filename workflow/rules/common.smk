@@ -71,23 +71,39 @@ def data_files(dataset):
     return [f"{folder}/train.npz", f"{folder}/test.npz", f"{folder}/manifest.json"]
 
 
+# Dataset keys that only the probes read; like the probe section, they reach the probe job as
+# overrides, so that changing them reruns the probes and not the pretraining.
+DATASET_PROBE_KEYS = ("probe_train_pairs", "probe_tasks")
+
+
 def run_settings(wildcards):
     """The study slice one pretraining run depends on (probe settings excluded: changing them
     reruns the probes only). Snakemake reruns a job whose params changed."""
+    dataset = {
+        key: value
+        for key, value in config["datasets"][wildcards.dataset].items()
+        if key not in DATASET_PROBE_KEYS
+    }
     return {
         "seeds": [int(wildcards.seed)],
-        "datasets": {wildcards.dataset: config["datasets"][wildcards.dataset]},
+        "datasets": {wildcards.dataset: dataset},
         "methods": {wildcards.method: config["methods"][wildcards.method]},
         **{key: config[key] for key in ("model", "train", "augment")},
         "probe": {},
     }
 
 
-def probe_overrides():
-    """`--set probe.KEY=VALUE ...` arguments carrying the config's probe settings."""
+def probe_overrides(wildcards):
+    """`--set KEY=VALUE ...` arguments carrying the probe settings: the probe section and the
+    dataset's probe keys."""
+    dataset = config["datasets"][wildcards.dataset]
+    settings = {f"probe.{key}": value for key, value in config["probe"].items()}
+    settings |= {
+        f"dataset.{key}": dataset[key] for key in DATASET_PROBE_KEYS if key in dataset
+    }
     items = [
-        f"probe.{key}={yaml.safe_dump(value, default_flow_style=True).strip()}"
-        for key, value in sorted(config["probe"].items())
+        f"{key}={yaml.safe_dump(value, default_flow_style=True).strip()}"
+        for key, value in sorted(settings.items())
     ]
     return " ".join(shlex.quote(item) for item in items)
 

@@ -18,7 +18,7 @@ rule probe:
     params:
         data=lambda wildcards: data_dir(wildcards.dataset),
         run=lambda wildcards, input: Path(input.model).parent,
-        settings=probe_overrides(),
+        settings=probe_overrides,
         gpu=gpu_lock_args("probe"),
     shell:
         "comm probe --run {params.run} --data {params.data} --out {output} "

@@ -48,7 +48,8 @@ def trifeature_probe_data(data_dir: Path, cfg: dict[str, Any]) -> ProbeData:
             f"got {tasks}"
         )
     banks, labels = {}, {}
-    for split_name, max_pairs in (("train", int(cfg["probe_train_pairs"])), ("test", None)):
+    train_pairs = int(require(cfg, "probe_train_pairs", "datasets.<name>"))
+    for split_name, max_pairs in (("train", train_pairs), ("test", None)):
         split = _trifeature_split(data_dir, split_name, cfg)
         pairs = tf.make_pairs(
             split, biased=False, max_pairs=max_pairs, seed=int(cfg["pairing_seed"])
