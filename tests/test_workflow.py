@@ -223,14 +223,15 @@ def test_editing_one_method_reruns_only_its_jobs(finished_study, tmp_path):
 def test_editing_a_dataset_probe_key_reruns_only_probes(finished_study, tmp_path):
     workdir, _ = finished_study
     cfg = load(TINY)
-    cfg["datasets"]["trifeatures_synergy"]["probe_tasks"] = ["synergy"]
+    # The tiny study inherits probe_tasks [synergy] from config/config.yaml: ask for one more.
+    cfg["datasets"]["trifeatures_synergy"]["probe_tasks"] = ["share", "synergy"]
     plan = snakemake(
         workdir, "-n", "-p", "--configfile", write_config(tmp_path, cfg, "edited.yaml")
     ).stdout
     jobs = planned_jobs(plan)
     assert "pretrain" not in jobs and "run_settings" not in jobs
     assert jobs["probe"] == 3  # the three methods on trifeatures_synergy
-    assert "dataset.probe_tasks=[synergy]" in plan
+    assert "dataset.probe_tasks=[share, synergy]" in plan
 
 
 @pytest.mark.slow
