@@ -1,4 +1,5 @@
-"""GPU slot claiming with fake device ids: no two jobs share a device; claims die with jobs."""
+"""GPU slot claiming with fake device ids: no two jobs share a device; claims die with jobs;
+SLURM GPU jobs use the devices SLURM pinned without waiting for other allocations."""
 
 import subprocess
 import sys
@@ -10,6 +11,29 @@ from comm_repro import gpu
 CLAIM = (
     "from comm_repro.gpu import claim_gpu; import sys; print(claim_gpu(sys.argv[1]), flush=True)"
 )
+
+
+@pytest.fixture(autouse=True)
+def workstation(monkeypatch):
+    """No SLURM job around the claims unless a test sets one (the suite may run in one)."""
+    monkeypatch.delenv(gpu.SLURM_JOB_ENV, raising=False)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+
+
+@pytest.fixture
+def release_claims():
+    held = list(gpu._held)
+    yield
+    for handle in gpu._held[len(held) :]:
+        handle.close()
+    gpu._held[:] = held
+
+
+def slurm_job(monkeypatch, job_id: str, devices: str) -> None:
+    """The environment SLURM gives a job that was allocated GPUs."""
+    monkeypatch.setenv(gpu.SLURM_JOB_ENV, job_id)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", devices)
+    monkeypatch.setenv(gpu.GPU_IDS_ENV, devices)
 
 
 def test_claims_distinct_ids_then_waits(tmp_path, monkeypatch):
@@ -56,3 +80,33 @@ def test_bad_id_list_is_reported(monkeypatch):
     monkeypatch.setenv(gpu.GPU_IDS_ENV, "0,x")
     with pytest.raises(ValueError, match="COMM_GPU_IDS"):
         gpu.candidate_ids()
+
+
+def test_a_slurm_job_uses_its_pinned_device_without_a_lock(tmp_path, monkeypatch, release_claims):
+    locks = tmp_path / "locks"  # on a shared filesystem, every node's device 0 would meet here
+    slurm_job(monkeypatch, "101", "0")
+    assert gpu.claim_gpu(locks, timeout_s=0) == 0
+    slurm_job(monkeypatch, "102", "0")  # another allocation: another device, also named 0
+    assert gpu.claim_gpu(locks, timeout_s=0) == 0
+    assert not locks.exists()
+
+
+def test_jobs_in_one_slurm_allocation_claim_distinct_devices(tmp_path, monkeypatch, release_claims):
+    # The local executor inside one allocation of two GPUs: its jobs share those two devices.
+    slurm_job(monkeypatch, "201", "0,1")
+    assert gpu.claim_gpu(tmp_path) == 0
+    assert gpu.claim_gpu(tmp_path) == 1
+    with pytest.raises(TimeoutError, match="slurm-201"):
+        gpu.claim_gpu(tmp_path, poll_s=0.05, timeout_s=0.1)
+    slurm_job(monkeypatch, "202", "0,1")  # a job of another allocation does not wait for them
+    assert gpu.claim_gpu(tmp_path, timeout_s=0) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["slurm-201", "slurm-202"]
+
+
+def test_a_slurm_job_without_pinned_devices_claims_as_on_a_workstation(
+    tmp_path, monkeypatch, release_claims
+):
+    monkeypatch.setenv(gpu.SLURM_JOB_ENV, "301")  # no CUDA_VISIBLE_DEVICES: SLURM gave no GPU
+    monkeypatch.setenv(gpu.GPU_IDS_ENV, "4")
+    assert gpu.claim_gpu(tmp_path) == 4
+    assert (tmp_path / "gpu4.lock").exists()
