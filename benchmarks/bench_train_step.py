@@ -24,6 +24,7 @@ from comm_repro.cli import build_for_run
 from comm_repro.config import run_config
 from comm_repro.data.paired import PairedBank
 from comm_repro.evaluate import extract_features
+from comm_repro.memory import reuse_freed_memory
 from comm_repro.train import autocast_context, seed_everything
 
 REFERENCE_STEP_S = 8.4
@@ -61,14 +62,28 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--skip-extract", action="store_true")
+    parser.add_argument(
+        "--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"]
+    )
+    parser.add_argument(
+        "--default-malloc",
+        action="store_true",
+        help="leave glibc's malloc as it is (the `comm` commands keep freed memory for reuse)",
+    )
     args = parser.parse_args()
+    if not args.default_malloc:
+        reuse_freed_memory()
 
     device = torch.device(args.device)
     cfg = run_config(yaml.safe_load(PAPER_CONFIG.read_text()), "trifeatures", "comm", 0)
     batch_size = int(cfg["train"]["batch_size"])
-    print(f"device {device}, torch threads {torch.get_num_threads()}, batch {batch_size}, 224 px")
+    malloc = "default malloc" if args.default_malloc else "freed memory reused"
+    print(
+        f"device {device}, torch threads {torch.get_num_threads()}, batch {batch_size}, 224 px, "
+        f"{malloc}"
+    )
     data = synthetic_bank(2400, 10_000).to(device)
-    for precision in ("fp32", "bf16"):
+    for precision in args.precisions:
         seed_everything(0)
         method = build_for_run(cfg).to(device, memory_format=torch.channels_last)
         method.train()

@@ -23,9 +23,13 @@ from comm_repro.config import ConfigError, apply_overrides, load_yaml, run_confi
 from comm_repro.provenance import provenance
 
 
-def _threads(n: int | None) -> None:
-    if n:
-        torch.set_num_threads(n)
+def _setup_compute(n_threads: int | None) -> None:
+    """Torch threads, and freed memory kept for reuse (see comm_repro.memory)."""
+    from comm_repro.memory import reuse_freed_memory
+
+    reuse_freed_memory()
+    if n_threads:
+        torch.set_num_threads(n_threads)
 
 
 def _device(args: argparse.Namespace) -> str | None:
@@ -72,7 +76,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from comm_repro.data.registry import family
     from comm_repro.train import pretrain, resolve_device, seed_everything
 
-    _threads(args.threads)
+    _setup_compute(args.threads)
     cfg = apply_overrides(load_yaml(args.config), args.set or [])
     run_cfg = run_config(cfg, args.dataset, args.method, args.seed)
     device = _device(args)
@@ -103,7 +107,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     from comm_repro.evaluate import probe_all
     from comm_repro.train import MODEL, resolve_device
 
-    _threads(args.threads)
+    _setup_compute(args.threads)
     t0 = time.perf_counter()
     model_path = Path(args.run) / MODEL
     if not model_path.exists():
