@@ -80,6 +80,7 @@ TINY_CONFIG = {
         "C_grid": [0.01, 1.0, 100.0],
         "holdout_fraction": 0.4,
         "max_iter": 200,
+        "class_weight": "balanced",
         "batch_size": 128,
     },
 }

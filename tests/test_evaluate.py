@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from comm_repro.evaluate import linear_probe
 
@@ -52,3 +53,36 @@ def test_fits_stopped_at_max_iter_are_recorded_not_printed(recwarn):
     assert not [w for w in recwarn if "ConvergenceWarning" in w.category.__name__]
     free = linear_probe(x[:400], y[:400], x[400:], y[400:], CS, holdout=0.4, seed=0, max_iter=5000)
     assert free["final_fit_converged"] and free["unconverged_C"] == []
+
+
+def test_balanced_class_weights_find_a_rare_class_the_plain_fit_misses():
+    """A weak signal for a 10 % class: the plain fit predicts the majority class, the balanced one
+    recovers it; the threshold-free ROC AUC sees the signal either way."""
+    rng = np.random.default_rng(4)
+    y = (rng.random(4000) < 0.1).astype(int)
+    x = rng.normal(size=(4000, 4))
+    x[:, 0] += 1.2 * y
+    fits = {
+        w: linear_probe(
+            x[:3000],
+            y[:3000],
+            x[3000:],
+            y[3000:],
+            [1.0],
+            0.4,
+            seed=0,
+            max_iter=200,
+            class_weight=w,
+        )
+        for w in ("none", "balanced")
+    }
+    assert fits["none"]["balanced_accuracy"] < 0.6
+    assert fits["balanced"]["balanced_accuracy"] > fits["none"]["balanced_accuracy"] + 0.1
+    for fit in fits.values():
+        assert fit["roc_auc"] > 0.75
+    multiclass = linear_probe(
+        x[:300], y[:300] + (x[:300, 1] > 0), x[300:], y[300:], [1.0], 0.4, 0, 50
+    )
+    assert multiclass["roc_auc"] is None
+    with pytest.raises(ValueError, match="class_weight"):
+        linear_probe(x[:300], y[:300], x[300:], y[300:], [1.0], 0.4, 0, 50, class_weight="auto")
