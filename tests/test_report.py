@@ -15,10 +15,19 @@ from comm_repro.cli import main
 TASKS = ("share", "unique1", "unique2", "synergy")
 
 
-def write_probe(root: Path, dataset: str, method: str, seed: int, scores: dict) -> Path:
+def write_probe(
+    root: Path, dataset: str, method: str, seed: int, scores: dict, class_weight: str = "none"
+) -> Path:
     path = root / dataset / method / f"seed{seed}" / "probe.json"
     path.parent.mkdir(parents=True)
-    tasks = {t: {"balanced_accuracy": scores[t], "accuracy": scores[t] + 0.01} for t in TASKS}
+    tasks = {
+        t: {
+            "balanced_accuracy": scores[t],
+            "accuracy": scores[t] + 0.01,
+            "class_weight": class_weight,
+        }
+        for t in TASKS
+    }
     config = {"dataset": {"name": dataset}, "method": {"name": method, "kind": method}}
     path.write_text(json.dumps({"config": {**config, "seed": seed}, "tasks": tasks}))
     return path
@@ -49,6 +58,19 @@ def test_fig4_columns_come_from_the_right_runs(probes):
     assert cells.loc["S", "delta"] == pytest.approx(60.0 - 71.9)
     assert pd.isna(cells.loc["U2", "paper"])
     assert set(cells.n_seeds) == {2}
+
+
+def test_table_note_says_how_the_probes_were_weighted(tmp_path):
+    scores = dict.fromkeys(TASKS, 0.5)
+    for weight in ("none", "balanced"):
+        root = tmp_path / weight
+        paths = [write_probe(root, ds, "comm", 0, scores, weight) for ds in ("tri", "tri_syn")]
+        table = report.fig4_table(report.load_probes(paths), "tri", "tri_syn", ["comm"])
+        assert set(table.probe_class_weight) == {weight}
+        (_, md, _) = report.write_fig4_table(table, root / "fig4")
+        note = md.read_text()
+        expected = "with balanced class weights" if weight == "balanced" else "unweighted"
+        assert f"probes fitted {expected}" in note
 
 
 def test_missing_runs_are_named(probes):

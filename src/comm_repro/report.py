@@ -40,7 +40,7 @@ CHANCE = {"R": 10.0, "U": 10.0, "S": 50.0}
 
 def load_probes(paths: Iterable[str | Path]) -> pd.DataFrame:
     """One row per (run, task): dataset, method (config key), kind, seed, task, balanced
-    accuracy in %, plain accuracy in %."""
+    accuracy in %, plain accuracy in %, the probe's class weighting."""
     rows = []
     for path in paths:
         result = json.loads(Path(path).read_text())
@@ -55,6 +55,8 @@ def load_probes(paths: Iterable[str | Path]) -> pd.DataFrame:
                     "task": task,
                     "balanced_accuracy": 100.0 * metrics["balanced_accuracy"],
                     "accuracy": 100.0 * metrics["accuracy"],
+                    # Probes written before the setting existed were unweighted.
+                    "class_weight": metrics.get("class_weight", "none"),
                 }
             )
     if not rows:
@@ -81,6 +83,7 @@ def fig4_table(
                 raise ValueError(f"no probe results for method {method!r} on {datasets[role]!r}")
             values = runs[task or column].to_numpy(dtype=float)
             kind = runs.kind.iloc[0]
+            weights = probes[(probes.method == method) & (probes.dataset == datasets[role])]
             paper, paper_std = PAPER_FIG4.get(kind, {}).get(paper_key, (np.nan, np.nan))
             mean = float(values.mean())
             rows.append(
@@ -95,6 +98,7 @@ def fig4_table(
                     "paper": paper,
                     "paper_std": paper_std,
                     "delta": mean - paper,
+                    "probe_class_weight": "/".join(sorted(set(weights.class_weight))),
                 }
             )
     return pd.DataFrame(rows)
@@ -120,12 +124,18 @@ def write_fig4_table(table: pd.DataFrame, prefix: str | Path) -> list[Path]:
     seeds = sorted(set(table.n_seeds))
     unbiased = table[table.column == "R"].pretrained_on.iloc[0]
     biased = table[table.column == "S"].pretrained_on.iloc[0]
+    weights = "/".join(sorted(set(table.probe_class_weight)))
+    weighting = {
+        "balanced": "with balanced class weights (the authors' probe is unweighted)",
+        "none": "unweighted, as the authors' probe",
+    }.get(weights, f"with class weights {weights}")
     note = (
         "Linear-probe balanced accuracy (%), mean ± std over "
         f"{'/'.join(map(str, seeds))} seed{'' if seeds == [1] else 's'}; R = shape (chance 10), "
         "U1/U2 = texture of image 1/2 (chance 10), U = their mean, S = texture-colour synergy "
-        f"(chance 50). R and U from runs on {unbiased}, S from runs on {biased}. Paper: Fig. 4 "
-        "(its uniqueness is shown beside U1 and U)."
+        f"(chance 50). R and U from runs on {unbiased}, S from runs on {biased}. Logistic-"
+        f"regression probes fitted {weighting}. Paper: Fig. 4 (its uniqueness is shown beside "
+        "U1 and U)."
     )
     paths = [prefix.with_suffix(".csv"), prefix.with_suffix(".md"), prefix.with_suffix(".tex")]
     write_text(paths[0], table.to_csv(index=False, float_format="%.3f"))
