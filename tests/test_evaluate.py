@@ -80,9 +80,8 @@ def test_balanced_class_weights_find_a_rare_class_the_plain_fit_misses():
     assert fits["balanced"]["balanced_accuracy"] > fits["none"]["balanced_accuracy"] + 0.1
     for fit in fits.values():
         assert fit["roc_auc"] > 0.75
-    multiclass = linear_probe(
-        x[:300], y[:300] + (x[:300, 1] > 0), x[300:], y[300:], [1.0], 0.4, 0, 50
-    )
+    three = y + (x[:, 1] > 0)  # three classes
+    multiclass = linear_probe(x[:300], three[:300], x[300:], three[300:], [1.0], 0.4, 0, 50)
     assert multiclass["roc_auc"] is None
     with pytest.raises(ValueError, match="class_weight"):
         linear_probe(x[:300], y[:300], x[300:], y[300:], [1.0], 0.4, 0, 50, class_weight="auto")
