@@ -64,6 +64,11 @@ def load_probes(paths: Iterable[str | Path]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _joined(values: Iterable[str]) -> str:
+    """The distinct values, sorted, as 'a/b' (one value when all agree)."""
+    return "/".join(sorted(set(values)))
+
+
 def fig4_table(
     probes: pd.DataFrame, unbiased: str, biased: str, methods: Sequence[str]
 ) -> pd.DataFrame:
@@ -71,8 +76,11 @@ def fig4_table(
     value and std, and our delta to it. R and U come from the runs on ``unbiased`` pairs, S
     from the runs on ``biased`` pairs."""
     datasets = {"unbiased": unbiased, "biased": biased}
+    # A run's probe.json has one class weighting for all its tasks: an index level, not a value.
     per_run = probes.pivot_table(
-        index=["dataset", "method", "kind", "seed"], columns="task", values="balanced_accuracy"
+        index=["dataset", "method", "kind", "seed", "class_weight"],
+        columns="task",
+        values="balanced_accuracy",
     ).reset_index()
     per_run["U"] = per_run[["unique1", "unique2"]].mean(axis=1)
     rows = []
@@ -83,7 +91,6 @@ def fig4_table(
                 raise ValueError(f"no probe results for method {method!r} on {datasets[role]!r}")
             values = runs[task or column].to_numpy(dtype=float)
             kind = runs.kind.iloc[0]
-            weights = probes[(probes.method == method) & (probes.dataset == datasets[role])]
             paper, paper_std = PAPER_FIG4.get(kind, {}).get(paper_key, (np.nan, np.nan))
             mean = float(values.mean())
             rows.append(
@@ -98,7 +105,7 @@ def fig4_table(
                     "paper": paper,
                     "paper_std": paper_std,
                     "delta": mean - paper,
-                    "probe_class_weight": "/".join(sorted(set(weights.class_weight))),
+                    "probe_class_weight": _joined(runs.class_weight),
                 }
             )
     return pd.DataFrame(rows)
@@ -124,7 +131,7 @@ def write_fig4_table(table: pd.DataFrame, prefix: str | Path) -> list[Path]:
     seeds = sorted(set(table.n_seeds))
     unbiased = table[table.column == "R"].pretrained_on.iloc[0]
     biased = table[table.column == "S"].pretrained_on.iloc[0]
-    weights = "/".join(sorted(set(table.probe_class_weight)))
+    weights = _joined(table.probe_class_weight)
     weighting = {
         "balanced": "with balanced class weights (the authors' probe is unweighted)",
         "none": "unweighted, as the authors' probe",
