@@ -96,7 +96,7 @@ def tiny_config(tmp_path: Path) -> tuple[dict, Path]:
 
 @pytest.fixture(scope="session")
 def trifeature_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A Trifeature set prepared by `comm prepare`, one train image per combination."""
+    """A Trifeature set prepared by `comm-repro prepare`, one train image per combination."""
     from comm_repro.cli import main
 
     out = tmp_path_factory.mktemp("trifeatures")

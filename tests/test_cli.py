@@ -76,4 +76,4 @@ def test_probe_without_model_says_what_to_run(tmp_path, capsys):
         ]
     )
     assert code == 2
-    assert "comm pretrain" in capsys.readouterr().err
+    assert "comm-repro pretrain" in capsys.readouterr().err

@@ -120,15 +120,18 @@ def test_snakemake_stops_at_start_up_naming_the_bad_key(tmp_path, edit, named):
     assert named in result.stdout + result.stderr
 
 
-def test_a_foreign_comm_on_path_stops_the_workflow_with_a_hint(tmp_path):
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "comm").write_text("#!/bin/sh\necho coreutils\n")  # stands for /usr/bin/comm
-    (bin_dir / "comm").chmod(0o755)
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
-    result = snakemake(workdir_for(tmp_path / "wd"), "-n", check=False, env=env)
+def test_a_missing_command_line_stops_the_workflow_with_a_hint(tmp_path):
+    # PATH without the project's environment: coreutils' `comm` is there, `comm-repro` is not.
+    env = {**os.environ, "PATH": "/usr/bin:/bin"}
+    python = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow/Snakefile")]
+    result = subprocess.run(
+        [*python, "--directory", str(workdir_for(tmp_path / "wd")), "-n"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert result.returncode != 0
-    assert "not this project's command line" in result.stdout + result.stderr
+    assert "`comm-repro` command is not on PATH" in result.stdout + result.stderr
 
 
 # ---------------------------------------------------------------------------------------------
@@ -159,8 +162,8 @@ def test_gpu_jobs_claim_a_device_and_cpu_jobs_do_not(tmp_path):
     workdir = workdir_for(tmp_path)
     paper = snakemake(workdir, "-n", "-p", "--configfile", "config/paper.yaml").stdout
     default = snakemake(workdir, "-n", "-p").stdout
-    assert re.search(r"comm pretrain .*--gpu-lock-dir", paper)
-    assert re.search(r"comm probe .*--gpu-lock-dir", paper)
+    assert re.search(r"comm-repro pretrain .*--gpu-lock-dir", paper)
+    assert re.search(r"comm-repro probe .*--gpu-lock-dir", paper)
     assert "--gpu-lock-dir" not in default
 
 

@@ -1,12 +1,12 @@
-"""`comm` command line: the steps the workflow runs, usable on their own.
+"""`comm-repro` command line: the steps the workflow runs, usable on their own.
 
-comm prepare trifeatures --out DIR
-comm pretrain --config CFG --dataset NAME --method NAME --seed S --data DIR --out RUN_DIR
-comm probe --run RUN_DIR --data DIR --out probe.json
-comm table fig4 --probes P.json ... --unbiased NAME --biased NAME --methods M ... --out PREFIX
-comm figure fig4 --table PREFIX.csv --out PREFIX
-comm figure curves --runs RUN_DIR ... --out PREFIX
-comm index --reports R.html ... --out index.html
+comm-repro prepare trifeatures --out DIR
+comm-repro pretrain --config CFG --dataset NAME --method NAME --seed S --data DIR --out RUN_DIR
+comm-repro probe --run RUN_DIR --data DIR --out probe.json
+comm-repro table fig4 --probes P.json ... --unbiased NAME --biased NAME --methods M ... --out PREFIX
+comm-repro figure fig4 --table PREFIX.csv --out PREFIX
+comm-repro figure curves --runs RUN_DIR ... --out PREFIX
+comm-repro index --reports R.html ... --out index.html
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import torch
 
 from comm_repro.atomic import write_json
 from comm_repro.config import ConfigError, apply_overrides, load_yaml, run_config
+from comm_repro.errors import UserError
 from comm_repro.provenance import provenance
 
 
@@ -111,7 +112,9 @@ def cmd_probe(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     model_path = Path(args.run) / MODEL
     if not model_path.exists():
-        raise ConfigError(f"{model_path} not found: run `comm pretrain ... --out {args.run}` first")
+        raise ConfigError(
+            f"{model_path} not found: run `comm-repro pretrain ... --out {args.run}` first"
+        )
     saved = torch.load(model_path, map_location="cpu", weights_only=True)
     run_cfg = apply_overrides(saved["config"], args.set or [])
     device = resolve_device(_device(args) or run_cfg["train"].get("device", "auto"))
@@ -158,7 +161,7 @@ def cmd_figure(args: argparse.Namespace) -> int:
 
     needed = {"fig4": ("--table", args.table), "curves": ("--runs", args.runs)}[args.figure]
     if not needed[1]:
-        raise ConfigError(f"comm figure {args.figure} needs {needed[0]}")
+        raise ConfigError(f"comm-repro figure {args.figure} needs {needed[0]}")
     if args.figure == "fig4":
         paths = report.plot_fig4(pd.read_csv(args.table), args.out)
     else:
@@ -175,7 +178,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="comm", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="comm-repro", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("prepare", help="generate or download and prepare a dataset")
@@ -252,8 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError) as err:
-        print(f"comm {args.command}: error: {err}", file=sys.stderr)
+    except (UserError, FileNotFoundError) as err:
+        print(f"comm-repro {args.command}: error: {err}", file=sys.stderr)
         return 2
 
 

@@ -14,8 +14,10 @@ from typing import Any
 
 import yaml
 
+from comm_repro.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A config file or override that cannot be used; the message names the key."""
 
 

@@ -37,23 +37,15 @@ def check_config():
 
 
 def check_cli():
-    """Rules call the `comm` command, a name coreutils also has (/usr/bin/comm). Unless conda
-    provides each rule's environment, make sure PATH finds this project's command first.
-    """
+    """Rules call the `comm-repro` command. Unless conda provides each rule's environment,
+    it must be on PATH: say how to get it rather than fail in every job."""
     deployment = getattr(workflow, "deployment_settings", None)
     methods = {m.name for m in getattr(deployment, "deployment_method", None) or ()}
-    if "CONDA" in methods:
-        return
-    found = shutil.which("comm")
-    ours = False
-    if found is not None:
-        with open(found, "rb") as script:
-            ours = b"comm_repro" in script.read(4096)
-    if not ours:
+    if "CONDA" not in methods and shutil.which("comm-repro") is None:
         raise WorkflowError(
-            f"`comm` on PATH is {found or 'missing'}, not this project's command line: activate "
-            "its environment (. .venv/bin/activate) or install it (pip install -e .), or run "
-            "with --software-deployment-method conda"
+            "the `comm-repro` command is not on PATH: activate the project's environment "
+            "(. .venv/bin/activate) or install it (pip install -e .), or run with "
+            "--software-deployment-method conda"
         )
 
 
@@ -118,7 +110,7 @@ def gpu_lock_args(stage):
 
 
 def output_prefix(wildcards, output):
-    """The shared stem of a rule's outputs (multiext): what `comm table|figure --out` takes."""
+    """The shared stem of a rule's outputs (multiext): what `comm-repro table|figure --out` takes."""
     return str(Path(output[0]).with_suffix(""))
 
 

@@ -18,5 +18,5 @@ rule prepare_trifeatures:
     params:
         out=lambda wildcards, output: Path(output[0]).parent,
     shell:
-        "comm prepare trifeatures --seed {wildcards.generator_seed} --out {params.out} --quiet "
+        "comm-repro prepare trifeatures --seed {wildcards.generator_seed} --out {params.out} --quiet "
         "> {log} 2>&1"

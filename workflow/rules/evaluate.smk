@@ -21,5 +21,5 @@ rule probe:
         settings=probe_overrides,
         gpu=gpu_lock_args("probe"),
     shell:
-        "comm probe --run {params.run} --data {params.data} --out {output} "
+        "comm-repro probe --run {params.run} --data {params.data} --out {output} "
         "--threads {threads} {params.gpu} --quiet --set {params.settings} > {log} 2>&1"

@@ -37,6 +37,6 @@ rule pretrain:
         run=lambda wildcards, output: Path(output.model).parent,
         gpu=gpu_lock_args("pretrain"),
     shell:
-        "comm pretrain --config {input.settings} --dataset {wildcards.dataset} "
+        "comm-repro pretrain --config {input.settings} --dataset {wildcards.dataset} "
         "--method {wildcards.method} --seed {wildcards.seed} --data {params.data} "
         "--out {params.run} --threads {threads} {params.gpu} > {log} 2>&1"

@@ -17,7 +17,7 @@ rule table_fig4:
         biased=config["fig4"]["biased"],
         methods=list(config["methods"]),
     shell:
-        "comm table fig4 --probes {input} --unbiased {params.unbiased} "
+        "comm-repro table fig4 --probes {input} --unbiased {params.unbiased} "
         "--biased {params.biased} --methods {params.methods} --out {params.prefix} > {log} 2>&1"
 
 
@@ -34,7 +34,7 @@ rule figure_fig4:
     params:
         prefix=output_prefix,
     shell:
-        "comm figure fig4 --table {input} --out {params.prefix} > {log} 2>&1"
+        "comm-repro figure fig4 --table {input} --out {params.prefix} > {log} 2>&1"
 
 
 rule figure_training_curves:
@@ -51,7 +51,7 @@ rule figure_training_curves:
         prefix=output_prefix,
         runs=lambda wildcards, input: [Path(p).parent for p in input],
     shell:
-        "comm figure curves --runs {params.runs} --out {params.prefix} > {log} 2>&1"
+        "comm-repro figure curves --runs {params.runs} --out {params.prefix} > {log} 2>&1"
 
 
 rule report_trifeatures:
@@ -105,4 +105,4 @@ rule report_index:
     conda:
         "../envs/comm.yaml"
     shell:
-        "comm index --reports {input} --out {output} > {log} 2>&1"
+        "comm-repro index --reports {input} --out {output} > {log} 2>&1"

@@ -311,7 +311,7 @@ def save_splits(
 def load_split(data_dir: str | Path, split: str, verify: bool = True) -> TrifeatureSplit:
     """Load a prepared split, checking its arrays against the manifest's sha256."""
     data_dir = Path(data_dir)
-    hint = f"run `comm prepare trifeatures --out {data_dir}` to (re)create it"
+    hint = f"run `comm-repro prepare trifeatures --out {data_dir}` to (re)create it"
     path, manifest_path = data_dir / f"{split}.npz", data_dir / "manifest.json"
     for p in (path, manifest_path):
         if not p.exists():

@@ -1,0 +1,20 @@
+"""Expected failures: a bad value, a missing or corrupt file, an interrupted run.
+
+Each says in one line what is wrong, which file or key, and what to do. The command line prints
+them on stderr without a traceback and exits with 2; anything else is a bug and keeps its
+traceback.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """An expected failure whose message is all the user needs."""
+
+
+class DataError(UserError):
+    """A prepared or raw data file that is missing, unreadable or does not match its manifest."""
+
+
+class CheckpointError(UserError):
+    """A checkpoint or model file that cannot be used safely."""
