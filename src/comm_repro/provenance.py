@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 from importlib import metadata
@@ -44,6 +45,29 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+# CPU flags that decide which kernels run, and so the speed (and last bits) of a result.
+CPU_FEATURES = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
+
+
+def cpu_info() -> dict[str, Any]:
+    """Model name, the relevant ISA features present, and the logical cores of this machine."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() in ("flags", "Features"):
+                flags = set(value.split())
+    except OSError:
+        pass
+    return {
+        "model": model,
+        "features": [f for f in CPU_FEATURES if f in flags],
+        "logical_cores": os.cpu_count(),
+    }
+
+
 def device_description(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda:{torch.cuda.get_device_name(device)}"
@@ -55,5 +79,6 @@ def provenance(device: torch.device) -> dict[str, Any]:
         "git_commit": git_commit(),
         "packages": package_versions(),
         "device": device_description(device),
+        "cpu": cpu_info(),
         "host": platform.node(),
     }
