@@ -46,7 +46,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tiny_config, trifeature_
         time.sleep(0.01)
     proc.kill()
     proc.wait()
-    stopped_at = torch.load(killed / CHECKPOINT, weights_only=False)["epoch"]
+    stopped_at = torch.load(killed / CHECKPOINT, weights_only=True)["epoch"]
     assert 1 <= stopped_at < EPOCHS, "the kill must land mid-run for this test to mean anything"
     assert not (killed / MODEL).exists()
 
@@ -107,7 +107,7 @@ def test_log_and_checkpoint_contents(tmp_path):
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     assert {"loss", "ssl_acc", "samples_per_s"} <= set(rows[0])
     assert float(rows[1]["loss"]) < float(rows[0]["loss"])
-    ckpt = torch.load(tmp_path / CHECKPOINT, weights_only=False)
+    ckpt = torch.load(tmp_path / CHECKPOINT, weights_only=True)
     assert ckpt["epoch"] == 2 and {"model", "optimizer", "rng"} <= set(ckpt)
     assert summary["steps_per_epoch"] == 5
     assert not list(tmp_path.glob(".*.tmp")), "no temporary files may be left behind"

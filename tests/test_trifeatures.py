@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from comm_repro.data import trifeatures as tf
+from comm_repro.errors import DataError
 
 GOLDEN = json.loads((Path(__file__).parent / "data" / "trifeatures_seed42.json").read_text())
 
@@ -156,9 +157,9 @@ def test_save_load_round_trip_and_corruption(tmp_path):
     split.images[0, 0, 0, 0] ^= 1
     tf.save_splits({"train": split}, tmp_path / "other", seed=1, num_per_combination=1)
     (tmp_path / "train.npz").write_bytes((tmp_path / "other" / "train.npz").read_bytes())
-    with pytest.raises(ValueError, match="comm-repro prepare trifeatures"):
+    with pytest.raises(DataError, match="comm-repro prepare trifeatures"):
         tf.load_split(tmp_path, "train")
-    with pytest.raises(FileNotFoundError, match="comm-repro prepare trifeatures"):
+    with pytest.raises(DataError, match="comm-repro prepare trifeatures"):
         tf.load_split(tmp_path / "missing", "train")
 
 

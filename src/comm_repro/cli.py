@@ -12,6 +12,8 @@ comm-repro index --reports R.html ... --out index.html
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -20,8 +22,27 @@ import torch
 
 from comm_repro.atomic import write_json
 from comm_repro.config import ConfigError, apply_overrides, load_yaml, run_config
-from comm_repro.errors import UserError
+from comm_repro.errors import CheckpointError, UserError
 from comm_repro.provenance import provenance
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _exit_with_parent() -> None:
+    """Ask Linux to send this process SIGTERM when its parent dies (prctl PR_SET_PDEATHSIG), so
+    that a job whose shell wrapper is killed stops instead of writing outputs on its own."""
+    import ctypes
+
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return  # not Linux: nothing to ask for
+    if os.getppid() != parent:  # the parent died before the request took effect
+        raise KeyboardInterrupt
 
 
 def _setup_compute(n_threads: int | None) -> None:
@@ -106,7 +127,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 def cmd_probe(args: argparse.Namespace) -> int:
     from comm_repro.data.registry import family
     from comm_repro.evaluate import probe_all
-    from comm_repro.train import MODEL, resolve_device
+    from comm_repro.train import MODEL, load_torch_file, resolve_device, resolve_precision
 
     _setup_compute(args.threads)
     t0 = time.perf_counter()
@@ -115,8 +136,16 @@ def cmd_probe(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"{model_path} not found: run `comm-repro pretrain ... --out {args.run}` first"
         )
-    saved = torch.load(model_path, map_location="cpu", weights_only=True)
-    run_cfg = apply_overrides(saved["config"], args.set or [])
+    try:
+        saved = load_torch_file(model_path)
+        run_cfg = apply_overrides(saved["config"], args.set or [])
+        pretrained = {"precision": saved.get("precision"), "cpu": saved.get("cpu")}
+    except (CheckpointError, KeyError) as err:
+        raise CheckpointError(
+            f"{model_path} is unusable ({err}): write it again from the run's checkpoint with "
+            f"`snakemake {model_path} --forcerun pretrain` or the run's `comm-repro pretrain` "
+            "command"
+        ) from None
     device = resolve_device(_device(args) or run_cfg["train"].get("device", "auto"))
     method = build_for_run(run_cfg)
     method.load_state_dict(saved["model"])
@@ -134,6 +163,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
     result.update(
         seed=run_cfg["seed"],
         config=run_cfg,
+        precision=resolve_precision(device, run_cfg["train"].get("precision", "auto")),
+        pretrained=pretrained,
         wall_s=round(time.perf_counter() - t0, 2),
         **provenance(device),
     )
@@ -249,15 +280,35 @@ def _add_runtime_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--threads", type=int, help="CPU threads for torch")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--exit-with-parent",
+        action="store_true",
+        help="stop (as on Ctrl-C) when the parent process dies; the workflow's jobs use it",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Expected failures print one line on stderr and exit with 2; an interrupt (Ctrl-C,
+    SIGTERM) prints where it stopped and exits with 130. Tracebacks are left to real bugs."""
+    from comm_repro.train import TrainingInterrupted
+
     args = make_parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # scancel, kill
     try:
+        if getattr(args, "exit_with_parent", False):
+            _exit_with_parent()
         return args.func(args)
+    except TrainingInterrupted as err:
+        print(f"comm-repro {args.command}: {err}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print(f"comm-repro {args.command}: interrupted; nothing written", file=sys.stderr)
+        return 130
     except (UserError, FileNotFoundError) as err:
         print(f"comm-repro {args.command}: error: {err}", file=sys.stderr)
         return 2
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,15 @@
 Reading order: ``pretrain`` sets up (device, optimiser, resume), then loops over epochs; each epoch
 draws its own permutation from (seed, epoch), so a resumed run sees exactly the batches an
 uninterrupted run would; the checkpoint holds every RNG state for the augmentations.
+
+What a rerun does is decided by the run's *fingerprint*: a digest of every setting that changes
+the trained weights (method, model, train but its device, augment, seed, resolved precision) and
+of the training data itself. A checkpoint with the same fingerprint is resumed, or, when it is at
+the last epoch, the run's outputs are written again from it without training. A checkpoint with
+another fingerprint is kept as ``checkpoint.<its fingerprint>.pt`` and training starts afresh; a
+later run with those settings resumes from it. A checkpoint that cannot be read as plain tensors
+and data (truncated, or holding other Python objects) is never executed: it is moved aside as
+``checkpoint.unreadable*.pt`` and training restarts.
 """
 
 from __future__ import annotations
@@ -25,14 +34,24 @@ from tqdm.auto import tqdm
 
 from comm_repro.atomic import atomic_path
 from comm_repro.data.paired import PairedBank
+from comm_repro.errors import CheckpointError, UserError
+from comm_repro.provenance import cpu_info
 
 CHECKPOINT = "checkpoint.pt"
 MODEL = "model.pt"
 LOG = "train_log.csv"
 
 
-class NonFiniteLossError(FloatingPointError):
+# Settings that say where and how fast a run computes, not what it learns.
+RUNTIME_KEYS = ("device", "channels_last")
+
+
+class NonFiniteLossError(UserError, FloatingPointError):
     """The loss became NaN or infinite; the message names epoch and step."""
+
+
+class TrainingInterrupted(UserError):
+    """Ctrl-C or SIGTERM during training; the message says from which epoch a rerun resumes."""
 
 
 def seed_everything(seed: int) -> None:
@@ -54,33 +73,72 @@ def resolve_device(name: str = "auto") -> torch.device:
 def cpu_has_native_bf16() -> bool:
     """Whether the CPU computes bf16 in hardware (AVX512-BF16 or AMX); elsewhere bf16 autocast is
     emulated and slower than fp32."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    return bool({"avx512_bf16", "amx_bf16"} & set(cpu_info()["features"]))
+
+
+def resolve_precision(device: torch.device, precision: str = "auto") -> str:
+    """'bf16' or 'fp32'. 'auto' means bf16 on CUDA and on CPUs with native bf16, fp32 on other
+    CPUs."""
+    if precision not in ("auto", "fp32", "bf16"):
+        raise ValueError(f"train.precision must be auto, fp32 or bf16, got {precision!r}")
+    if precision != "auto":
+        return precision
+    native = device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16())
+    return "bf16" if native else "fp32"
 
 
 def autocast_context(device: torch.device, precision: str):
-    """bf16 autocast where asked. 'auto' means bf16 on CUDA and on CPUs with native bf16, fp32 on
-    other CPUs."""
-    if precision not in ("auto", "fp32", "bf16"):
-        raise ValueError(f"train.precision must be auto, fp32 or bf16, got {precision!r}")
-    native = device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16())
-    use_bf16 = precision == "bf16" or (precision == "auto" and native)
-    if not use_bf16:
+    """bf16 autocast where ``precision`` (resolved by ``resolve_precision``) asks for it."""
+    if resolve_precision(device, precision) == "fp32":
         return nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
-def config_fingerprint(cfg: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
+def training_settings(run_cfg: dict[str, Any], precision: str) -> dict[str, Any]:
+    """The settings that decide a run's weights, given the training data: the dataset section is
+    left out because the data digest stands for it (and its probe-only keys do not matter)."""
+    train = {k: v for k, v in run_cfg["train"].items() if k not in RUNTIME_KEYS}
+    train["precision"] = precision
+    sections = {k: run_cfg[k] for k in ("method", "model", "augment") if k in run_cfg}
+    return {**sections, "train": train, "seed": int(run_cfg["seed"])}
+
+
+def fingerprint(settings: dict[str, Any], data_digest: str) -> str:
+    blob = json.dumps({"settings": settings, "data": data_digest}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out |= _flat(value, f"{prefix}.{key}" if prefix else str(key))
+    return out
+
+
+def settings_diff(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """'train.epochs 5 -> 10, ...' for the dotted keys whose values differ."""
+    a, b = _flat(old), _flat(new)
+    changed = [
+        f"{k} {a.get(k)} -> {b.get(k)}" for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)
+    ]
+    return ", ".join(changed)
 
 
 def _rng_state() -> dict[str, Any]:
+    """Every RNG state as tensors and plain values, so that a checkpoint loads with
+    ``weights_only=True``."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
     state = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -90,10 +148,39 @@ def _rng_state() -> dict[str, Any]:
 
 def _set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    saved = state["numpy"]
+    keys = saved["keys"].numpy().astype(np.uint32)
+    np.random.set_state((saved["kind"], keys, saved["pos"], saved["has_gauss"], saved["gauss"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_torch_file(path: Path) -> dict[str, Any]:
+    """A checkpoint or model file, read with PyTorch's restricted unpickler: tensors and plain
+    data only, so that nothing in the file is ever executed. Raises CheckpointError with a
+    one-line reason."""
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for unreadable or refused files
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        reason = next((line for line in lines if "GLOBAL" in line), lines[0] if lines else "")
+        reason = reason[:200] or type(err).__name__
+        raise CheckpointError(
+            f"{path}: not a readable file of tensors and plain data ({reason})"
+        ) from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a mapping, found {type(data).__name__}")
+    return data
+
+
+def _aside(path: Path, tag: str) -> Path:
+    """``checkpoint.<tag>.pt`` beside ``path``, numbered when that name is taken."""
+    target, n = path.with_name(f"{path.stem}.{tag}{path.suffix}"), 1
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.stem}.{tag}-{n}{path.suffix}")
+    return target
 
 
 def save_atomic(obj: Any, path: Path) -> None:
@@ -109,17 +196,35 @@ def write_log(rows: list[dict[str, Any]], path: Path) -> None:
         writer.writerows(rows)
 
 
-def _load_checkpoint(path: Path, fingerprint: str) -> dict[str, Any] | None:
-    if not path.exists():
-        return None
-    # weights_only=False: the checkpoint holds RNG states (numpy tuples) written by this module.
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    if ckpt.get("fingerprint") != fingerprint:
-        stale = path.with_suffix(".stale.pt")
-        os.replace(path, stale)
-        tqdm.write(f"{path}: written for other settings; moved to {stale.name}, starting afresh")
-        return None
-    return ckpt
+def _load_checkpoint(
+    path: Path, run_fingerprint: str, settings: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The checkpoint to resume from, or None to start afresh (see the module docstring)."""
+    if path.exists():
+        try:
+            ckpt = load_torch_file(path)
+            if not {"model", "optimizer", "rng", "epoch", "history", "fingerprint"} <= set(ckpt):
+                raise CheckpointError(f"{path}: not a checkpoint of this program (missing keys)")
+        except CheckpointError as err:
+            aside = _aside(path, "unreadable")
+            os.replace(path, aside)
+            tqdm.write(f"{err}; nothing of it was run. Moved to {aside.name}; training restarts")
+            ckpt = None
+        if ckpt is not None and ckpt["fingerprint"] == run_fingerprint:
+            return ckpt
+        if ckpt is not None:
+            kept = path.with_name(f"{path.stem}.{ckpt['fingerprint']}{path.suffix}")
+            os.replace(path, kept)
+            changed = settings_diff(ckpt.get("settings", {}), settings) or "the training data"
+            tqdm.write(
+                f"{path.name} was trained with other settings ({changed}); kept as {kept.name}"
+            )
+    earlier = path.with_name(f"{path.stem}.{run_fingerprint}{path.suffix}")
+    if earlier.exists():
+        os.replace(earlier, path)
+        tqdm.write(f"{earlier.name} was trained with these settings and data: resuming from it")
+        return _load_checkpoint(path, run_fingerprint, settings)
+    return None
 
 
 def pretrain(
@@ -129,15 +234,22 @@ def pretrain(
     out_dir: str | Path,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Train ``method`` on ``data``; resumable. Returns a summary (epochs, wall time, last row)."""
+    """Train ``method`` on ``data``; resumable. Writes ``checkpoint.pt`` each epoch, then
+    ``train_log.csv`` and ``model.pt`` (also when the checkpoint was already at the last epoch).
+    Returns a summary (epochs, wall time, last row, device, precision, fingerprint)."""
     train = run_cfg["train"]
-    seed = int(run_cfg["seed"])
     epochs, batch_size = int(train["epochs"]), int(train["batch_size"])
     if len(data) < batch_size:
-        raise ValueError(f"train.batch_size={batch_size} exceeds the {len(data)} training samples")
+        raise UserError(
+            f"train.batch_size={batch_size} exceeds the {len(data)} training samples of "
+            f"dataset {run_cfg.get('dataset', {}).get('name', '?')}: lower it"
+        )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(train.get("device", "auto"))
+    precision = resolve_precision(device, train.get("precision", "auto"))
+    settings = training_settings(run_cfg, precision)
+    run_fingerprint = fingerprint(settings, data.digest())
     # channels_last speeds up the convolutions on CUDA and on oneDNN CPUs alike.
     channels_last = bool(train.get("channels_last", True))
     method.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
@@ -145,74 +257,66 @@ def pretrain(
     optimizer = torch.optim.AdamW(
         method.param_groups(float(train["weight_decay"])), lr=float(train["lr"])
     )
-    fingerprint = config_fingerprint(run_cfg)
     history: list[dict[str, Any]] = []
     start_epoch = 0
-    ckpt = _load_checkpoint(out_dir / CHECKPOINT, fingerprint)
+    ckpt_path = out_dir / CHECKPOINT
+    ckpt = _load_checkpoint(ckpt_path, run_fingerprint, settings)
     if ckpt is not None:
         method.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         _set_rng_state(ckpt["rng"])
         history, start_epoch = ckpt["history"], ckpt["epoch"]
-        tqdm.write(f"resuming {out_dir} after epoch {start_epoch}/{epochs}")
+        if start_epoch >= epochs:
+            tqdm.write(f"{out_dir}: already trained ({epochs} epochs); outputs written again")
+        else:
+            tqdm.write(f"resuming {out_dir} after epoch {start_epoch}/{epochs}")
 
     steps = len(data) // batch_size  # drop the ragged batch: BatchNorm and InfoNCE want B >= 2
     started = time.perf_counter()
-    for epoch in range(start_epoch, epochs):
-        method.train()
-        order = torch.randperm(
-            len(data), generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-        )
-        sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=device))
-        t0 = time.perf_counter()
-        bar = tqdm(
-            range(steps), desc=f"epoch {epoch + 1}/{epochs}", disable=not progress, leave=False
-        )
-        for step in bar:
-            batch = data.gather(order[step * batch_size : (step + 1) * batch_size])
-            with autocast_context(device, train.get("precision", "auto")):
-                terms = method.loss(batch)
-            loss = terms["loss"]
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(
-                    f"loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
-                    "lower train.lr or check the inputs"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            method.after_step()
-            for key, value in terms.items():
-                sums[key] += value.detach().float()
-            if progress and step % 10 == 0:
-                bar.set_postfix(loss=f"{loss.item():.3f}")
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        seconds = time.perf_counter() - t0
-        row = {"epoch": epoch + 1, "steps": steps}
-        row.update({k: round(v.item() / steps, 6) for k, v in sums.items()})
-        row.update(samples_per_s=round(steps * batch_size / seconds, 2), epoch_s=round(seconds, 2))
-        history.append(row)
-        save_atomic(
-            {
-                "model": method.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "rng": _rng_state(),
-                "epoch": epoch + 1,
-                "history": history,
-                "fingerprint": fingerprint,
-            },
-            out_dir / CHECKPOINT,
-        )
-        write_log(history, out_dir / LOG)
-        if progress:
-            tqdm.write(
-                f"epoch {epoch + 1}/{epochs} loss {row['loss']:.4f} "
-                f"ssl_acc {row.get('ssl_acc', float('nan')):.3f} "
-                f"{row['samples_per_s']:.1f} samples/s"
+    epoch, saved = start_epoch, start_epoch
+    try:
+        for epoch in range(start_epoch, epochs):
+            row = _train_epoch(
+                method, optimizer, data, run_cfg, epoch, steps, device, precision, progress
             )
+            history.append(row)
+            save_atomic(
+                {
+                    "model": method.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "rng": _rng_state(),
+                    "epoch": epoch + 1,
+                    "history": history,
+                    "fingerprint": run_fingerprint,
+                    "settings": settings,
+                },
+                ckpt_path,
+            )
+            saved = epoch + 1
+            write_log(history, out_dir / LOG)
+            if progress:
+                tqdm.write(
+                    f"epoch {epoch + 1}/{epochs} loss {row['loss']:.4f} "
+                    f"ssl_acc {row.get('ssl_acc', float('nan')):.3f} "
+                    f"{row['samples_per_s']:.1f} samples/s"
+                )
+    except KeyboardInterrupt:
+        where = f"resumes from epoch {saved + 1}" if saved else "starts from epoch 1"
+        raise TrainingInterrupted(
+            f"interrupted in epoch {epoch + 1}/{epochs}; {ckpt_path} holds {saved} finished "
+            f"epoch(s): rerunning the same command {where}"
+        ) from None
 
-    save_atomic({"model": method.state_dict(), "config": run_cfg}, out_dir / MODEL)
+    write_log(history, out_dir / LOG)
+    save_atomic(
+        {
+            "model": method.state_dict(),
+            "config": run_cfg,
+            "precision": precision,
+            "cpu": cpu_info(),
+        },
+        out_dir / MODEL,
+    )
     return {
         "epochs": epochs,
         "steps_per_epoch": steps,
@@ -221,4 +325,44 @@ def pretrain(
         "train_s_total": round(sum(r["epoch_s"] for r in history), 2),
         "last_epoch": history[-1] if history else None,
         "device": str(device),
+        "precision": precision,
+        "fingerprint": run_fingerprint,
     }
+
+
+def _train_epoch(method, optimizer, data, run_cfg, epoch, steps, device, precision, progress):
+    """One pass over ``data`` in the epoch's own order; returns the epoch's log row."""
+    seed, epochs = int(run_cfg["seed"]), int(run_cfg["train"]["epochs"])
+    batch_size = int(run_cfg["train"]["batch_size"])
+    method.train()
+    order = torch.randperm(
+        len(data), generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    )
+    sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=device))
+    t0 = time.perf_counter()
+    bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
+    for step in bar:
+        batch = data.gather(order[step * batch_size : (step + 1) * batch_size])
+        with autocast_context(device, precision):
+            terms = method.loss(batch)
+        loss = terms["loss"]
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
+                "lower train.lr or check the inputs"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        method.after_step()
+        for key, value in terms.items():
+            sums[key] += value.detach().float()
+        if progress and step % 10 == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - t0
+    row = {"epoch": epoch + 1, "steps": steps}
+    row.update({k: round(v.item() / steps, 6) for k, v in sums.items()})
+    row.update(samples_per_s=round(steps * batch_size / seconds, 2), epoch_s=round(seconds, 2))
+    return row

@@ -22,4 +22,4 @@ rule probe:
         gpu=gpu_lock_args("probe"),
     shell:
         "comm-repro probe --run {params.run} --data {params.data} --out {output} "
-        "--threads {threads} {params.gpu} --quiet --set {params.settings} > {log} 2>&1"
+        "--threads {threads} {params.gpu} --quiet --exit-with-parent --set {params.settings} > {log} 2>&1"

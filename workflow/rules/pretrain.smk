@@ -39,4 +39,4 @@ rule pretrain:
     shell:
         "comm-repro pretrain --config {input.settings} --dataset {wildcards.dataset} "
         "--method {wildcards.method} --seed {wildcards.seed} --data {params.data} "
-        "--out {params.run} --threads {threads} {params.gpu} > {log} 2>&1"
+        "--out {params.run} --threads {threads} {params.gpu} --exit-with-parent > {log} 2>&1"

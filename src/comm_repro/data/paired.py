@@ -8,6 +8,7 @@ cost of one gather per batch. Datasets whose modalities are aligned one-to-one u
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,6 +47,16 @@ class PairedBank:
         moved: dict[int, torch.Tensor] = {}
         banks = [moved.setdefault(id(b), b.to(device)) for b in self.banks]
         return PairedBank(banks, self.index.to(device))
+
+    def digest(self) -> str:
+        """sha256 of every bank and the index (shapes and dtypes included): what a run trains on,
+        so that a rerun can tell the same data from changed data."""
+        h = hashlib.sha256()
+        for tensor in [*self.banks, self.index]:
+            t = tensor.detach().cpu().contiguous()
+            h.update(f"{tuple(t.shape)}{t.dtype};".encode())
+            h.update(t.view(torch.uint8).numpy() if t.numel() else b"")
+        return h.hexdigest()
 
     def gather(self, rows: torch.Tensor) -> list[torch.Tensor]:
         """The samples of ``rows``, one batch tensor per modality."""

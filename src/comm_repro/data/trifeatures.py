@@ -18,6 +18,8 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +31,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from comm_repro.atomic import atomic_path, write_json
+from comm_repro.errors import DataError
 
 SHAPES = (
     "triangle", "square", "plus", "circle", "tee",
@@ -308,22 +311,37 @@ def save_splits(
     return out_dir / "manifest.json"
 
 
+def _read_manifest(path: Path, split: str, hint: str) -> dict[str, str]:
+    """The sha256 of each array of ``split`` from manifest.json; DataError when unusable."""
+    try:
+        digests = json.loads(path.read_text())["splits"][split]["sha256"]
+        if not all(isinstance(digests[key], str) for key in ARRAYS):
+            raise TypeError("digests must be strings")
+        return digests
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        reason = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+        raise DataError(f"{path} is unreadable or incomplete ({reason}); {hint}") from None
+
+
 def load_split(data_dir: str | Path, split: str, verify: bool = True) -> TrifeatureSplit:
-    """Load a prepared split, checking its arrays against the manifest's sha256."""
+    """Load a prepared split, checking each array it reads against the manifest's sha256.
+    A missing, truncated or altered file raises DataError naming the file."""
     data_dir = Path(data_dir)
-    hint = f"run `comm-repro prepare trifeatures --out {data_dir}` to (re)create it"
+    hint = f"prepare it again: `comm-repro prepare trifeatures --out {data_dir}`"
     path, manifest_path = data_dir / f"{split}.npz", data_dir / "manifest.json"
     for p in (path, manifest_path):
         if not p.exists():
-            raise FileNotFoundError(f"{p} is missing; {hint}")
-    manifest = json.loads(manifest_path.read_text())
-    with np.load(path, allow_pickle=False) as npz:
-        arrays = {k: npz[k] for k in ARRAYS}
-    if verify:
-        expected = manifest["splits"][split]["sha256"]
-        for key, array in arrays.items():
-            if _sha256(array) != expected[key]:
-                raise ValueError(f"{path}: array {key!r} does not match manifest.json; {hint}")
+            raise DataError(f"{p} is missing; {hint}")
+    expected = _read_manifest(manifest_path, split, hint) if verify else {}
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in ARRAYS}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as err:
+        reason = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+        raise DataError(f"{path} is unreadable ({reason}); {hint}") from None
+    for key, array in arrays.items():
+        if verify and _sha256(array) != expected[key]:
+            raise DataError(f"{path}: array {key!r} does not match {manifest_path.name}; {hint}")
     return TrifeatureSplit(**arrays)
 
 
