@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import csv
+import io
 import os
+import pickle
+import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -123,3 +127,130 @@ def test_auto_precision_uses_bf16_only_where_the_cpu_has_it(monkeypatch, native)
         assert not torch.is_autocast_enabled("cpu")
     with train.autocast_context(cpu, "bf16"):
         assert torch.is_autocast_enabled("cpu")
+
+
+# ---------------------------------------------------------------------------------------------
+# Reruns: what the fingerprint of settings and data decides
+
+
+def _toy_data(n: int = 40, offset: int = 0) -> PairedBank:
+    values = (torch.arange(n) + offset).to(torch.uint8).view(n, 1)
+    return PairedBank([values], torch.arange(n).view(n, 1))
+
+
+def _toy_cfg(**train) -> dict:
+    base = {"epochs": 2, "batch_size": 8, "lr": 0.01, "weight_decay": 0.0, "device": "cpu"}
+    base["precision"] = "fp32"
+    return {"seed": 0, "train": {**base, **train}}
+
+
+def _steps_run(tmp_path, cfg=None, data=None) -> int:
+    method = _Toy(nan_at_step=None)
+    pretrain(method, data or _toy_data(), cfg or _toy_cfg(), tmp_path, progress=False)
+    return method.calls
+
+
+def test_rerun_of_a_finished_run_writes_its_outputs_again_without_training(tmp_path):
+    assert _steps_run(tmp_path) == 10
+    log, model = (tmp_path / LOG).read_text(), (tmp_path / MODEL).read_bytes()
+    (tmp_path / LOG).unlink()
+    (tmp_path / MODEL).unlink()  # as Snakemake does before it reruns a job
+    assert _steps_run(tmp_path) == 0
+    assert (tmp_path / LOG).read_text() == log
+    saved = torch.load(tmp_path / MODEL, weights_only=True)
+    assert saved["model"].keys() == torch.load(io.BytesIO(model), weights_only=True)["model"].keys()
+    assert saved["precision"] == "fp32" and "features" in saved["cpu"]
+
+
+def test_device_is_not_part_of_a_runs_identity(tmp_path):
+    _steps_run(tmp_path)
+    assert _steps_run(tmp_path, _toy_cfg(device="cpu", channels_last=False)) == 0
+
+
+def test_changed_data_retrains_and_keeps_the_old_checkpoint(tmp_path):
+    _steps_run(tmp_path)
+    assert _steps_run(tmp_path, data=_toy_data(offset=1)) == 10
+    assert len(list(tmp_path.glob("checkpoint.*.pt"))) == 1
+
+
+def test_every_superseded_checkpoint_is_kept_and_resumed_when_its_settings_return(tmp_path):
+    for lr in (0.01, 0.02, 0.03):
+        assert _steps_run(tmp_path, _toy_cfg(lr=lr)) == 10
+    kept = sorted(p.name for p in tmp_path.glob("checkpoint.*.pt"))
+    assert len(kept) == 2, kept  # the runs at lr 0.01 and 0.02, each under its own name
+    for name in kept:
+        assert torch.load(tmp_path / name, weights_only=True)["epoch"] == 2
+    assert _steps_run(tmp_path, _toy_cfg(lr=0.01)) == 0  # back to the first settings
+    assert torch.load(tmp_path / CHECKPOINT, weights_only=True)["settings"]["train"]["lr"] == 0.01
+    assert len(list(tmp_path.glob("checkpoint.*.pt"))) == 2
+
+
+class _Payload:
+    """Unpickling this runs `touch <marker>`."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {shlex.quote(str(self.marker))}",))
+
+
+@pytest.mark.parametrize("writer", ["torch.save", "pickle"])
+def test_hostile_checkpoint_is_never_executed(tmp_path, capsys, writer):
+    marker = tmp_path / "payload-ran"
+    blob = {"model": {}, "epoch": 1, "x": _Payload(marker)}
+    live = tmp_path / "live"
+    pickle.loads(pickle.dumps(_Payload(live)))  # noqa: S301 - proves the payload is real
+    assert live.exists()
+    run = tmp_path / "run"
+    run.mkdir()
+    if writer == "torch.save":
+        torch.save(blob, run / CHECKPOINT)
+    else:
+        (run / CHECKPOINT).write_bytes(pickle.dumps(blob))
+    assert _steps_run(run) == 10  # trained from epoch 1
+    assert not marker.exists()
+    assert (run / "checkpoint.unreadable.pt").exists()
+    assert "nothing of it was run" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damage", ["truncate", "empty", "garbage"])
+def test_unreadable_checkpoint_is_moved_aside_and_training_restarts(tmp_path, capsys, damage):
+    _steps_run(tmp_path, _toy_cfg(epochs=1))
+    blob = (tmp_path / CHECKPOINT).read_bytes()
+    broken = {"truncate": blob[: len(blob) // 2], "empty": b"", "garbage": os.urandom(500)}
+    (tmp_path / CHECKPOINT).write_bytes(broken[damage])
+    assert _steps_run(tmp_path) == 10
+    err = capsys.readouterr().err
+    assert f"{tmp_path / CHECKPOINT}: not a readable file" in err
+    assert "checkpoint.unreadable.pt; training restarts" in err
+    assert (tmp_path / "checkpoint.unreadable.pt").read_bytes() == broken[damage]
+
+
+def test_no_unrestricted_unpickling_in_the_library():
+    src = Path(train.__file__).parent
+    for path in src.rglob("*.py"):
+        text = path.read_text()
+        for pattern in ("weights_only=False", "pickle.load", "allow_pickle=True"):
+            assert pattern not in text, f"{path}: {pattern}"
+
+
+def test_ctrl_c_says_where_training_stopped_and_how_to_resume(
+    tiny_config, trifeature_dir, tmp_path
+):
+    _, config = tiny_config
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        _pretrain_cmd(config, trifeature_dir, out), stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 120
+    while not _log_rows(out / LOG) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    done = torch.load(out / CHECKPOINT, weights_only=True)["epoch"]
+    assert f"rerunning the same command resumes from epoch {done + 1}" in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert not (out / MODEL).exists()

@@ -22,7 +22,9 @@ import hashlib
 import json
 import os
 import random
+import sys
 import time
+import warnings
 from collections import defaultdict
 from contextlib import nullcontext
 from pathlib import Path
@@ -161,7 +163,9 @@ def load_torch_file(path: Path) -> dict[str, Any]:
     data only, so that nothing in the file is ever executed. Raises CheckpointError with a
     one-line reason."""
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of foreign files
+            warnings.simplefilter("ignore")
+            data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for unreadable or refused files
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
         reason = next((line for line in lines if "GLOBAL" in line), lines[0] if lines else "")
@@ -181,6 +185,11 @@ def _aside(path: Path, tag: str) -> Path:
         n += 1
         target = path.with_name(f"{path.stem}.{tag}-{n}{path.suffix}")
     return target
+
+
+def _say(message: str) -> None:
+    """A line on stderr that does not break the progress bars."""
+    tqdm.write(message, file=sys.stderr)
 
 
 def save_atomic(obj: Any, path: Path) -> None:
@@ -208,7 +217,7 @@ def _load_checkpoint(
         except CheckpointError as err:
             aside = _aside(path, "unreadable")
             os.replace(path, aside)
-            tqdm.write(f"{err}; nothing of it was run. Moved to {aside.name}; training restarts")
+            _say(f"{err}; nothing of it was run. Moved to {aside.name}; training restarts")
             ckpt = None
         if ckpt is not None and ckpt["fingerprint"] == run_fingerprint:
             return ckpt
@@ -216,13 +225,13 @@ def _load_checkpoint(
             kept = path.with_name(f"{path.stem}.{ckpt['fingerprint']}{path.suffix}")
             os.replace(path, kept)
             changed = settings_diff(ckpt.get("settings", {}), settings) or "the training data"
-            tqdm.write(
+            _say(
                 f"{path.name} was trained with other settings ({changed}); kept as {kept.name}"
             )
     earlier = path.with_name(f"{path.stem}.{run_fingerprint}{path.suffix}")
     if earlier.exists():
         os.replace(earlier, path)
-        tqdm.write(f"{earlier.name} was trained with these settings and data: resuming from it")
+        _say(f"{earlier.name} was trained with these settings and data: resuming from it")
         return _load_checkpoint(path, run_fingerprint, settings)
     return None
 
@@ -267,9 +276,9 @@ def pretrain(
         _set_rng_state(ckpt["rng"])
         history, start_epoch = ckpt["history"], ckpt["epoch"]
         if start_epoch >= epochs:
-            tqdm.write(f"{out_dir}: already trained ({epochs} epochs); outputs written again")
+            _say(f"{out_dir}: already trained ({epochs} epochs); outputs written again")
         else:
-            tqdm.write(f"resuming {out_dir} after epoch {start_epoch}/{epochs}")
+            _say(f"resuming {out_dir} after epoch {start_epoch}/{epochs}")
 
     steps = len(data) // batch_size  # drop the ragged batch: BatchNorm and InfoNCE want B >= 2
     started = time.perf_counter()
@@ -295,7 +304,7 @@ def pretrain(
             saved = epoch + 1
             write_log(history, out_dir / LOG)
             if progress:
-                tqdm.write(
+                _say(
                     f"epoch {epoch + 1}/{epochs} loss {row['loss']:.4f} "
                     f"ssl_acc {row.get('ssl_acc', float('nan')):.3f} "
                     f"{row['samples_per_s']:.1f} samples/s"
