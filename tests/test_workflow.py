@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,6 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
@@ -283,3 +286,140 @@ def test_killed_pretraining_resumes_from_its_checkpoint(finished_study, tmp_path
     assert re.search(r"resuming .* after epoch [12]/3", log), log[-2000:]
     epochs = (run / "train_log.csv").read_text().strip().splitlines()[1:]
     assert [row.split(",")[0] for row in epochs] == ["1", "2", "3"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Reruns of finished runs, corrupt data, killed wrappers: nothing lost, nothing left running
+
+RUN0 = "results/runs/trifeatures/comm/seed0"
+
+
+@pytest.fixture
+def study_copy(finished_study, tmp_path):
+    """A copy of the finished tiny study (results and Snakemake's records) to damage."""
+    workdir, _ = finished_study
+    copy = tmp_path / "study"
+    shutil.copytree(workdir, copy, symlinks=True, ignore=shutil.ignore_patterns("locks"))
+    return copy
+
+
+def _weights(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)["model"]
+
+
+def _assert_same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("trigger", ["forcerun", "touched data"])
+def test_rerun_of_a_finished_run_writes_its_outputs_from_the_checkpoint(study_copy, trigger):
+    before = _weights(study_copy / RUN0 / "model.pt")
+    args = [f"{RUN0}/probe.json", "--cores", "1", "--configfile", str(TINY)]
+    if trigger == "forcerun":
+        args += ["--forcerun", "pretrain"]
+    else:
+        (study_copy / "results/data/trifeatures/seed42/train.npz").touch()
+    snakemake(study_copy, *args)
+    log = (study_copy / "results/logs/pretrain/trifeatures/comm/seed0.log").read_text()
+    assert "already trained (2 epochs); outputs written again" in log, log[-2000:]
+    _assert_same_weights(before, _weights(study_copy / RUN0 / "model.pt"))
+    rows = (study_copy / RUN0 / "train_log.csv").read_text().strip().splitlines()[1:]
+    assert [row.split(",")[0] for row in rows] == ["1", "2"]
+    summary = json.loads((study_copy / RUN0 / "pretrain.json").read_text())["summary"]
+    assert summary["resumed_from_epoch"] == 2
+
+
+@pytest.mark.slow
+def test_corrupt_data_fails_in_one_line_and_costs_no_finished_run(study_copy):
+    before = _weights(study_copy / RUN0 / "model.pt")
+    data = study_copy / "results/data/trifeatures/seed42"
+    npz = data / "train.npz"
+    npz.write_bytes(npz.read_bytes()[:4096])  # a truncated copy, as an interrupted transfer
+    target = [f"{RUN0}/model.pt", "--cores", "1", "--configfile", str(TINY)]
+    failed = snakemake(study_copy, *target, check=False)
+    assert failed.returncode != 0
+    log = (study_copy / "results/logs/pretrain/trifeatures/comm/seed0.log").read_text()
+    errors = [line for line in log.splitlines() if "error" in line]
+    assert errors == [
+        f"comm-repro pretrain: error: {npz.relative_to(study_copy)} is unreadable "
+        f"(BadZipFile: File is not a zip file); prepare it again: `comm-repro "
+        f"prepare trifeatures --out {data.relative_to(study_copy)}`"
+    ], log
+    assert "Traceback" not in log
+    assert (study_copy / RUN0 / "checkpoint.pt").exists()
+
+    # Prepared again (deterministic generator): the run is rebuilt from its checkpoint.
+    subprocess.run(
+        ["comm-repro", "prepare", "trifeatures", "--out", str(data), "--quiet"],
+        check=True,
+        env=ENV,
+    )
+    snakemake(study_copy, *target)
+    log = (study_copy / "results/logs/pretrain/trifeatures/comm/seed0.log").read_text()
+    assert "already trained" in log
+    _assert_same_weights(before, _weights(study_copy / RUN0 / "model.pt"))
+
+
+def _pretrain_processes(marker: str) -> dict[int, int]:
+    """pid -> parent pid of the `comm-repro pretrain` processes whose command line contains
+    ``marker`` and that have started (they catch SIGTERM once their parent-death request is in
+    place)."""
+    found = {}
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            status = dict(
+                line.split(":\t", 1) for line in (proc / "status").read_text().splitlines()
+            )
+        except (OSError, ValueError):
+            continue
+        sigterm_caught = int(status.get("SigCgt", "0"), 16) >> (signal.SIGTERM - 1) & 1
+        if "comm-repro pretrain" in cmdline and marker in cmdline and "bash" not in cmdline:
+            if sigterm_caught:
+                found[int(proc.name)] = int(status["PPid"])
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+def test_killing_a_jobs_shell_wrapper_stops_its_training(finished_study, tmp_path):
+    workdir, _ = finished_study
+    cfg = load(TINY)
+    cfg["seeds"] = [2]
+    cfg["datasets"]["trifeatures"]["max_train_pairs"] = 1024
+    cfg["train"]["epochs"] = 6  # a minute or more: far longer than the test waits below
+    config = write_config(tmp_path, cfg, "long.yaml")
+    run = workdir / "results/runs/trifeatures/comm/seed2"
+    target = str(run.relative_to(workdir) / "model.pt")
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile")]
+    cmd += ["--directory", str(workdir), target, "--cores", "1", "--configfile", config]
+    job = subprocess.Popen(
+        cmd, env=ENV, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (found := _pretrain_processes("seed2")):
+            assert job.poll() is None and time.monotonic() < deadline, "no pretraining job seen"
+            time.sleep(0.1)
+        ((child, wrapper),) = found.items()
+        assert wrapper != job.pid, "the job runs under a shell wrapper"
+        os.kill(wrapper, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(child), "the training process outlived its wrapper"
+        job.wait(timeout=60)
+    finally:
+        if job.poll() is None:
+            job.kill()
+    assert not (run / "model.pt").exists()
+    log = (workdir / "results/logs/pretrain/trifeatures/comm/seed2.log").read_text()
+    assert "comm-repro pretrain: interrupted" in log, log[-2000:]

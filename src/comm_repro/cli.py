@@ -18,24 +18,21 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 from comm_repro.atomic import write_json
 from comm_repro.config import ConfigError, apply_overrides, load_yaml, run_config
-from comm_repro.errors import CheckpointError, UserError
-from comm_repro.provenance import provenance
+from comm_repro.errors import CheckpointError, TrainingInterrupted, UserError
 
 
 def _raise_keyboard_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def _exit_with_parent() -> None:
+def _exit_with_parent(parent: int) -> None:
     """Ask Linux to send this process SIGTERM when its parent dies (prctl PR_SET_PDEATHSIG), so
-    that a job whose shell wrapper is killed stops instead of writing outputs on its own."""
+    that a job whose shell wrapper is killed stops instead of writing outputs on its own.
+    ``parent``: the parent's pid when the command started (it may have died since)."""
     import ctypes
 
-    parent = os.getppid()
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
@@ -47,6 +44,8 @@ def _exit_with_parent() -> None:
 
 def _setup_compute(n_threads: int | None) -> None:
     """Torch threads, and freed memory kept for reuse (see comm_repro.memory)."""
+    import torch
+
     from comm_repro.memory import reuse_freed_memory
 
     reuse_freed_memory()
@@ -78,7 +77,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_for_run(run_cfg: dict, device: torch.device | None = None):
+def build_for_run(run_cfg: dict):
     """The method of a run, with its view transforms, built from the run's resolved settings."""
     from comm_repro.augment import image_view_transforms
     from comm_repro.data.registry import family
@@ -96,6 +95,7 @@ def build_for_run(run_cfg: dict, device: torch.device | None = None):
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from comm_repro.data.registry import family
+    from comm_repro.provenance import provenance
     from comm_repro.train import pretrain, resolve_device, seed_everything
 
     _setup_compute(args.threads)
@@ -127,6 +127,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 def cmd_probe(args: argparse.Namespace) -> int:
     from comm_repro.data.registry import family
     from comm_repro.evaluate import probe_all
+    from comm_repro.provenance import provenance
     from comm_repro.train import MODEL, load_torch_file, resolve_device, resolve_precision
 
     _setup_compute(args.threads)
@@ -290,13 +291,13 @@ def _add_runtime_options(p: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Expected failures print one line on stderr and exit with 2; an interrupt (Ctrl-C,
     SIGTERM) prints where it stopped and exits with 130. Tracebacks are left to real bugs."""
-    from comm_repro.train import TrainingInterrupted
-
+    parent = os.getppid()  # before the slow imports (torch) that the commands do
     args = make_parser().parse_args(argv)
-    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # scancel, kill
+    previous = signal.getsignal(signal.SIGTERM)
     try:
         if getattr(args, "exit_with_parent", False):
-            _exit_with_parent()
+            _exit_with_parent(parent)
+        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # scancel, kill, parent death
         return args.func(args)
     except TrainingInterrupted as err:
         print(f"comm-repro {args.command}: {err}", file=sys.stderr)

@@ -18,3 +18,7 @@ class DataError(UserError):
 
 class CheckpointError(UserError):
     """A checkpoint or model file that cannot be used safely."""
+
+
+class TrainingInterrupted(UserError):
+    """Ctrl-C or SIGTERM during training; the message says from which epoch a rerun resumes."""

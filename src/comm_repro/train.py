@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from comm_repro.atomic import atomic_path
 from comm_repro.data.paired import PairedBank
-from comm_repro.errors import CheckpointError, UserError
+from comm_repro.errors import CheckpointError, TrainingInterrupted, UserError
 from comm_repro.provenance import cpu_info
 
 CHECKPOINT = "checkpoint.pt"
@@ -50,10 +50,6 @@ RUNTIME_KEYS = ("device", "channels_last")
 
 class NonFiniteLossError(UserError, FloatingPointError):
     """The loss became NaN or infinite; the message names epoch and step."""
-
-
-class TrainingInterrupted(UserError):
-    """Ctrl-C or SIGTERM during training; the message says from which epoch a rerun resumes."""
 
 
 def seed_everything(seed: int) -> None:
@@ -225,9 +221,7 @@ def _load_checkpoint(
             kept = path.with_name(f"{path.stem}.{ckpt['fingerprint']}{path.suffix}")
             os.replace(path, kept)
             changed = settings_diff(ckpt.get("settings", {}), settings) or "the training data"
-            _say(
-                f"{path.name} was trained with other settings ({changed}); kept as {kept.name}"
-            )
+            _say(f"{path.name} was trained with other settings ({changed}); kept as {kept.name}")
     earlier = path.with_name(f"{path.stem}.{run_fingerprint}{path.suffix}")
     if earlier.exists():
         os.replace(earlier, path)
