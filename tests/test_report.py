@@ -8,6 +8,7 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 import pytest
+from matplotlib.container import ErrorbarContainer
 
 from comm_repro import report
 from comm_repro.cli import main
@@ -71,6 +72,58 @@ def test_table_note_says_how_the_probes_were_weighted(tmp_path):
         note = md.read_text()
         expected = "with balanced class weights" if weight == "balanced" else "unweighted"
         assert f"probes fitted {expected}" in note
+
+
+def _figure(table: pd.DataFrame, tmp_path: Path, monkeypatch):
+    """plot_fig4's axes (its figure kept rather than saved)."""
+    figures = []
+    monkeypatch.setattr(report, "_save", lambda fig, prefix: figures.append(fig) or [])
+    report.plot_fig4(table, tmp_path / "fig")
+    (ax,) = figures[0].axes
+    return ax
+
+
+def _error_bars(ax) -> int:
+    return sum(isinstance(c, ErrorbarContainer) for c in ax.containers)
+
+
+def test_one_seed_shows_no_std_anywhere_and_says_n(tmp_path, monkeypatch):
+    scores = {"share": 0.8, "unique1": 0.5, "unique2": 0.3, "synergy": 0.6}
+    paths = [write_probe(tmp_path, ds, "comm", 0, scores) for ds in ("tri", "tri_syn")]
+    table = report.fig4_table(report.load_probes(paths), "tri", "tri_syn", ["comm"])
+    csv, md, tex = report.write_fig4_table(table, tmp_path / "fig4")
+    for path in (md, tex):
+        text = path.read_text()
+        # Neither "± 0.0" in a cell nor "mean ± std" in the note: one value has no std.
+        assert "±" not in text and r"\pm" not in text, text
+        assert "n = 1 seed" in text
+    assert "| CoMM | 80.0 (paper 99.9, Δ -19.9) |" in md.read_text()
+    assert pd.read_csv(csv)["std"].isna().all()
+    ax = _figure(table, tmp_path, monkeypatch)
+    assert _error_bars(ax) == 0  # a zero-length error bar would read as "± 0"
+    assert "n = 1 seed" in ax.get_title()
+
+
+def test_several_seeds_show_mean_and_std_and_say_n(probes, tmp_path, monkeypatch):
+    table = report.fig4_table(report.load_probes(probes), "tri", "tri_syn", ["comm"])
+    (_, md, tex) = report.write_fig4_table(table, tmp_path / "fig4")
+    assert "mean ± std over n = 2 seeds;" in md.read_text()
+    assert "mean ± std over n = 2 seeds;" in tex.read_text()
+    ax = _figure(table, tmp_path, monkeypatch)
+    assert _error_bars(ax) == 1  # one method: one set of bars with error bars
+    assert "mean ± std over n = 2 seeds" in ax.get_title()
+
+
+def test_a_method_with_one_seed_beside_one_with_two(probes, tmp_path, monkeypatch):
+    scores = {"share": 0.8, "unique1": 0.5, "unique2": 0.3, "synergy": 0.6}
+    probes += [write_probe(tmp_path, ds, "cross", 0, scores) for ds in ("tri", "tri_syn")]
+    table = report.fig4_table(report.load_probes(probes), "tri", "tri_syn", ["comm", "cross"])
+    (_, md, _) = report.write_fig4_table(table, tmp_path / "fig4")
+    text = md.read_text()
+    assert "| Cross | 80.0 (paper 100.0, Δ -20.0) |" in text
+    assert "| CoMM | 70.0 ± 14.1 (paper 99.9, Δ -29.9) |" in text
+    assert "mean ± std over n = 1/2 seeds (the value alone where n = 1)" in text
+    assert _error_bars(_figure(table, tmp_path, monkeypatch)) == 1  # CoMM's only
 
 
 def test_missing_runs_are_named(probes):

@@ -125,10 +125,19 @@ def _wide(table: pd.DataFrame, pm: str) -> pd.DataFrame:
     return wide.loc[order, [c[0] for c in FIG4_COLUMNS]].rename_axis(None, axis=1)
 
 
+def seeds_summary(n_seeds: Iterable[int]) -> str:
+    """What a cell holds, with n: the mean and std over n > 1 seeds, the one run's value for n = 1
+    (a std of one value is not 0: it is undefined, so none is shown)."""
+    counts = sorted({int(n) for n in n_seeds})
+    if counts == [1]:
+        return "one run per method and pairing (n = 1 seed, no std)"
+    summary = f"mean ± std over n = {'/'.join(map(str, counts))} seeds"
+    return summary + " (the value alone where n = 1)" if counts[0] == 1 else summary
+
+
 def write_fig4_table(table: pd.DataFrame, prefix: str | Path) -> list[Path]:
     """``prefix``.csv (long, numeric), .md and .tex (one row per method)."""
     prefix = Path(prefix)
-    seeds = sorted(set(table.n_seeds))
     unbiased = table[table.column == "R"].pretrained_on.iloc[0]
     biased = table[table.column == "S"].pretrained_on.iloc[0]
     weights = _joined(table.probe_class_weight)
@@ -137,12 +146,11 @@ def write_fig4_table(table: pd.DataFrame, prefix: str | Path) -> list[Path]:
         "none": "unweighted, as the authors' probe",
     }.get(weights, f"with class weights {weights}")
     note = (
-        "Linear-probe balanced accuracy (%), mean ± std over "
-        f"{'/'.join(map(str, seeds))} seed{'' if seeds == [1] else 's'}; R = shape (chance 10), "
-        "U1/U2 = texture of image 1/2 (chance 10), U = their mean, S = texture-colour synergy "
-        f"(chance 50). R and U from runs on {unbiased}, S from runs on {biased}. Logistic-"
-        f"regression probes fitted {weighting}. Paper: Fig. 4 (its uniqueness is shown beside "
-        "U1 and U)."
+        f"Linear-probe balanced accuracy (%), {seeds_summary(table.n_seeds)}; "
+        "R = shape (chance 10), U1/U2 = texture of image 1/2 (chance 10), U = their mean, "
+        f"S = texture-colour synergy (chance 50). R and U from runs on {unbiased}, S from runs "
+        f"on {biased}. Logistic-regression probes fitted {weighting}. Paper: Fig. 4 (its "
+        "uniqueness is shown beside U1 and U)."
     )
     paths = [prefix.with_suffix(".csv"), prefix.with_suffix(".md"), prefix.with_suffix(".tex")]
     write_text(paths[0], table.to_csv(index=False, float_format="%.3f"))
@@ -182,8 +190,8 @@ def _save(fig, prefix: Path) -> list[Path]:
 
 
 def plot_fig4(table: pd.DataFrame, prefix: str | Path) -> list[Path]:
-    """Grouped bars (R, U, S per method) with std error bars, the paper's values as markers and
-    each task's chance level as a dashed line."""
+    """Grouped bars (R, U, S per method) with std error bars (none where n = 1), the paper's
+    values as markers and each task's chance level as a dashed line; the title gives n."""
     plt = _pyplot()
     columns = ["R", "U", "S"]
     labels = list(dict.fromkeys(table.label))
@@ -193,14 +201,21 @@ def plot_fig4(table: pd.DataFrame, prefix: str | Path) -> list[Path]:
     for i, label in enumerate(labels):
         rows = table[table.label == label].set_index("column").loc[columns]
         offset = x - 0.4 + width * (i + 0.5)
-        ax.bar(offset, rows["mean"], width, yerr=rows["std"].fillna(0), capsize=3, label=label)
+        # No error bar where n = 1 (std NaN): a zero-length bar would read as "± 0".
+        std = rows["std"].to_numpy(dtype=float)
+        yerr = None if np.isnan(std).all() else std
+        ax.bar(offset, rows["mean"], width, yerr=yerr, capsize=3, label=label)
         ax.scatter(offset, rows["paper"], marker="_", s=300, color="black", zorder=3)
     for j, column in enumerate(columns):
         ax.hlines(CHANCE[column], j - 0.45, j + 0.45, colors="grey", linestyles="dashed")
     ax.set_xticks(x, ["Redundancy", "Uniqueness", "Synergy"])
     ax.set_ylabel("linear-probe balanced accuracy (%)")
     ax.set_ylim(0, 105)
-    ax.set_title("Bimodal Trifeature (black: paper Fig. 4; dashed: chance)")
+    ax.set_title(
+        "Bimodal Trifeature (black: paper Fig. 4; dashed: chance)\n"
+        f"bars: {seeds_summary(table.n_seeds)}",
+        fontsize=10,
+    )
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=len(labels), frameon=False)
     paths = _save(fig, Path(prefix))
     plt.close(fig)
