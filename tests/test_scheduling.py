@@ -3,8 +3,8 @@
 Each run goes through a `comm-repro` wrapper, first on PATH, that records when every process
 starts and ends; the number of pretraining processes alive at once is counted from those times.
 The DAG is the reported one: the data preparation, the only job ready at the start (a job that
-starts alone, which Snakemake 9.10 to 9.16 did not charge to the pool: see
-workflow/rules/scheduling.smk), then more single-threaded pretraining jobs than cores.
+starts alone, which Snakemake 9.10 to 9.16 did not charge to the pool: see workflow/Snakefile),
+then more single-threaded pretraining jobs than cores.
 """
 
 from __future__ import annotations

@@ -204,9 +204,9 @@ def test_tiny_study_produces_the_report(finished_study):
 
 def _planned_commands(output: str, step: str) -> list[str]:
     return (
-        re.findall(rf"comm {step} .*?--method (\w+)", output)
+        re.findall(rf"comm-repro {step} .*?--method (\w+)", output)
         if step == "pretrain"
-        else [m for m in re.findall(rf"comm {step} --run \S+/(\w+)/seed\d+ ", output)]
+        else [m for m in re.findall(rf"comm-repro {step} --run \S+/(\w+)/seed\d+ ", output)]
     )
 
 
