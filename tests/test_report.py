@@ -17,7 +17,13 @@ TASKS = ("share", "unique1", "unique2", "synergy")
 
 
 def write_probe(
-    root: Path, dataset: str, method: str, seed: int, scores: dict, class_weight: str = "none"
+    root: Path,
+    dataset: str,
+    method: str,
+    seed: int,
+    scores: dict,
+    class_weight: str = "none",
+    precision: str = "bf16",
 ) -> Path:
     path = root / dataset / method / f"seed{seed}" / "probe.json"
     path.parent.mkdir(parents=True)
@@ -30,7 +36,9 @@ def write_probe(
         for t in TASKS
     }
     config = {"dataset": {"name": dataset}, "method": {"name": method, "kind": method}}
-    path.write_text(json.dumps({"config": {**config, "seed": seed}, "tasks": tasks}))
+    pretrained = {"precision": precision, "cpu": {"model": "Test CPU", "features": []}}
+    result = {"config": {**config, "seed": seed}, "tasks": tasks, "pretrained": pretrained}
+    path.write_text(json.dumps(result))
     return path
 
 
@@ -170,3 +178,16 @@ def test_notebook_template_has_a_parameters_cell():
     assert len(tagged) == 1
     assert "results_dir" in tagged[0].source and "data_dir" in tagged[0].source
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
+
+
+def test_table_note_says_which_precision_and_cpu_the_runs_were_pretrained_with(tmp_path):
+    scores = dict.fromkeys(TASKS, 0.5)
+    for precisions, said in ((("bf16", "bf16"), "bf16"), (("bf16", "fp32"), "bf16/fp32")):
+        root = tmp_path / said.replace("/", "_")
+        paths = [
+            write_probe(root, ds, "comm", 0, scores, precision=p)
+            for ds, p in zip(("tri", "tri_syn"), precisions)
+        ]
+        table = report.fig4_table(report.load_probes(paths), "tri", "tri_syn", ["comm"])
+        md = report.write_fig4_table(table, root / "fig4")[1].read_text()
+        assert f"Pretrained in {said} on Test CPU." in md

@@ -40,11 +40,14 @@ CHANCE = {"R": 10.0, "U": 10.0, "S": 50.0}
 
 def load_probes(paths: Iterable[str | Path]) -> pd.DataFrame:
     """One row per (run, task): dataset, method (config key), kind, seed, task, balanced
-    accuracy in %, plain accuracy in %, the probe's class weighting."""
+    accuracy in %, plain accuracy in %, the probe's class weighting, and the precision and CPU
+    the run was pretrained with."""
     rows = []
     for path in paths:
         result = json.loads(Path(path).read_text())
         cfg = result["config"]
+        pretrained = result.get("pretrained") or {}  # absent in probes of earlier versions
+        cpu = pretrained.get("cpu") or {}
         for task, metrics in result["tasks"].items():
             rows.append(
                 {
@@ -57,6 +60,8 @@ def load_probes(paths: Iterable[str | Path]) -> pd.DataFrame:
                     "accuracy": 100.0 * metrics["accuracy"],
                     # Probes written before the setting existed were unweighted.
                     "class_weight": metrics.get("class_weight", "none"),
+                    "precision": pretrained.get("precision") or "unrecorded",
+                    "cpu": cpu.get("model", "unrecorded"),
                 }
             )
     if not rows:
@@ -76,9 +81,10 @@ def fig4_table(
     value and std, and our delta to it. R and U come from the runs on ``unbiased`` pairs, S
     from the runs on ``biased`` pairs."""
     datasets = {"unbiased": unbiased, "biased": biased}
-    # A run's probe.json has one class weighting for all its tasks: an index level, not a value.
+    # A run's probe.json has one class weighting, precision and CPU for all its tasks: index
+    # levels, not values.
     per_run = probes.pivot_table(
-        index=["dataset", "method", "kind", "seed", "class_weight"],
+        index=["dataset", "method", "kind", "seed", "class_weight", "precision", "cpu"],
         columns="task",
         values="balanced_accuracy",
     ).reset_index()
@@ -106,6 +112,8 @@ def fig4_table(
                     "paper_std": paper_std,
                     "delta": mean - paper,
                     "probe_class_weight": _joined(runs.class_weight),
+                    "precision": _joined(runs.precision),
+                    "cpu": _joined(runs.cpu),
                 }
             )
     return pd.DataFrame(rows)
@@ -149,8 +157,9 @@ def write_fig4_table(table: pd.DataFrame, prefix: str | Path) -> list[Path]:
         f"Linear-probe balanced accuracy (%), {seeds_summary(table.n_seeds)}; "
         "R = shape (chance 10), U1/U2 = texture of image 1/2 (chance 10), U = their mean, "
         f"S = texture-colour synergy (chance 50). R and U from runs on {unbiased}, S from runs "
-        f"on {biased}. Logistic-regression probes fitted {weighting}. Paper: Fig. 4 (its "
-        "uniqueness is shown beside U1 and U)."
+        f"on {biased}. Pretrained in {_joined(table.precision)} on {_joined(table.cpu)}. "
+        f"Logistic-regression probes fitted {weighting}. Paper: Fig. 4 (its uniqueness is shown "
+        "beside U1 and U)."
     )
     paths = [prefix.with_suffix(".csv"), prefix.with_suffix(".md"), prefix.with_suffix(".tex")]
     write_text(paths[0], table.to_csv(index=False, float_format="%.3f"))
