@@ -19,7 +19,14 @@ from pathlib import Path
 import torch
 
 from comm_repro.atomic import write_json
-from comm_repro.config import ConfigError, apply_overrides, load_yaml, run_config
+from comm_repro.config import (
+    ConfigError,
+    apply_overrides,
+    check_run,
+    check_study,
+    load_yaml,
+    run_config,
+)
 from comm_repro.errors import UserError
 from comm_repro.provenance import provenance
 
@@ -73,13 +80,23 @@ def build_for_run(run_cfg: dict, device: torch.device | None = None):
     return build_method(run_cfg["method"]["kind"], method_cfg, transforms)
 
 
+def _source(config: object, overrides: list[str] | None) -> str:
+    """Where a config came from, for error messages: the file, and whether --set changed it."""
+    return f"{config}{' with --set' if overrides else ''}"
+
+
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from comm_repro.data.registry import family
     from comm_repro.train import pretrain, resolve_device, seed_everything
 
     _setup_compute(args.threads)
     cfg = apply_overrides(load_yaml(args.config), args.set or [])
+    source = _source(args.config, args.set)
+    check_study(cfg, source)
     run_cfg = run_config(cfg, args.dataset, args.method, args.seed)
+    if args.device:
+        run_cfg["train"]["device"] = args.device
+    check_run(run_cfg, source=source + (", --device" if args.device else ""))
     device = _device(args)
     if device:
         run_cfg["train"]["device"] = device
@@ -117,6 +134,13 @@ def cmd_probe(args: argparse.Namespace) -> int:
         )
     saved = torch.load(model_path, map_location="cpu", weights_only=True)
     run_cfg = apply_overrides(saved["config"], args.set or [])
+    checked = run_cfg
+    if args.device:  # checked, not stored: probe.json keeps the run's settings
+        checked = {**run_cfg, "train": {**run_cfg["train"], "device": args.device}}
+    source = _source(f"the settings in {model_path}", args.set) + (
+        ", --device" if args.device else ""
+    )
+    check_run(checked, probe=True, source=source)
     device = resolve_device(_device(args) or run_cfg["train"].get("device", "auto"))
     method = build_for_run(run_cfg)
     method.load_state_dict(saved["model"])
