@@ -19,7 +19,14 @@ import time
 from pathlib import Path
 
 from comm_repro.atomic import write_json
-from comm_repro.config import ConfigError, apply_overrides, load_yaml, run_config
+from comm_repro.config import (
+    ConfigError,
+    apply_overrides,
+    check_run,
+    check_study,
+    load_yaml,
+    run_config,
+)
 from comm_repro.errors import CheckpointError, TrainingInterrupted, UserError
 
 
@@ -93,6 +100,11 @@ def build_for_run(run_cfg: dict):
     return build_method(run_cfg["method"]["kind"], method_cfg, transforms)
 
 
+def _source(config: object, overrides: list[str] | None) -> str:
+    """Where a config came from, for error messages: the file, and whether --set changed it."""
+    return f"{config}{' with --set' if overrides else ''}"
+
+
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from comm_repro.data.registry import family
     from comm_repro.provenance import provenance
@@ -100,7 +112,12 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
     _setup_compute(args.threads)
     cfg = apply_overrides(load_yaml(args.config), args.set or [])
+    source = _source(args.config, args.set)
+    check_study(cfg, source)
     run_cfg = run_config(cfg, args.dataset, args.method, args.seed)
+    if args.device:
+        run_cfg["train"]["device"] = args.device
+    check_run(run_cfg, source=source + (", --device" if args.device else ""))
     device = _device(args)
     if device:
         run_cfg["train"]["device"] = device
@@ -139,7 +156,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
         )
     try:
         saved = load_torch_file(model_path)
-        run_cfg = apply_overrides(saved["config"], args.set or [])
+        run_cfg = saved["config"]
         pretrained = {"precision": saved.get("precision"), "cpu": saved.get("cpu")}
     except (CheckpointError, KeyError) as err:
         raise CheckpointError(
@@ -147,6 +164,14 @@ def cmd_probe(args: argparse.Namespace) -> int:
             f"`snakemake {model_path} --forcerun pretrain` or the run's `comm-repro pretrain` "
             "command"
         ) from None
+    run_cfg = apply_overrides(run_cfg, args.set or [])
+    checked = run_cfg
+    if args.device:  # checked, not stored: probe.json keeps the run's settings
+        checked = {**run_cfg, "train": {**run_cfg["train"], "device": args.device}}
+    source = _source(f"the settings in {model_path}", args.set) + (
+        ", --device" if args.device else ""
+    )
+    check_run(checked, probe=True, source=source)
     device = resolve_device(_device(args) or run_cfg["train"].get("device", "auto"))
     method = build_for_run(run_cfg)
     method.load_state_dict(saved["model"])

@@ -4,11 +4,19 @@ A study config (``config/config.yaml``) names datasets, methods, seeds and the s
 augmentation and probe settings. A *run* needs only one dataset and one method: ``run_config``
 cuts that slice out and fills method settings from their defaults, and the result is stored
 beside the run's outputs so a run can be probed or resumed without the study file.
+
+Both are checked against the one schema the workflow validates study configs with,
+``comm_repro/schemas/config.schema.yaml`` (``check``): a bad value stops the command before any
+data is loaded, with a one-line message naming the key.
 """
 
 from __future__ import annotations
 
+import ast
 import copy
+import functools
+import re
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +34,11 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     with path.open() as f:
-        data = yaml.safe_load(f) or {}
+        try:
+            data = yaml.safe_load(f) or {}
+        except yaml.YAMLError as err:
+            place, what = _yaml_problem(err)
+            raise ConfigError(f"{path}:{place} not valid YAML: {what}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
     return data
@@ -46,8 +58,93 @@ def apply_overrides(cfg: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             if not isinstance(child, dict):
                 raise ConfigError(f"override {item!r}: {part!r} is not a section")
             node = child
-        node[parts[-1]] = yaml.safe_load(raw)
+        try:
+            node[parts[-1]] = yaml.safe_load(raw)
+        except yaml.YAMLError as err:
+            what = _yaml_problem(err)[1]
+            raise ConfigError(f"override {item!r}: the value is not valid YAML: {what}") from None
     return cfg
+
+
+def _yaml_problem(err: yaml.YAMLError) -> tuple[str, str]:
+    """``("LINE:COLUMN:", what)`` of a YAML syntax error, ``what`` on one line; positions count
+    from 1, as editors do, and the place is empty when PyYAML gives none."""
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    what = [getattr(err, "context", None), getattr(err, "problem", None)]
+    text = "; ".join(str(w) for w in what if w) or str(err)
+    place = f"{mark.line + 1}:{mark.column + 1}:" if mark is not None else ""
+    return place, " ".join(text.split())
+
+
+@functools.cache
+def schema() -> dict[str, Any]:
+    """The config schema, shipped with the package; workflow/Snakefile validates with it too."""
+    text = resources.files("comm_repro").joinpath("schemas").joinpath("config.schema.yaml")
+    return yaml.safe_load(text.read_text())
+
+
+@functools.cache
+def _validator(definition: str):
+    from jsonschema import Draft202012Validator
+
+    full = schema()
+    if definition not in full["definitions"]:
+        raise KeyError(f"the config schema has no definition {definition!r}")
+    return Draft202012Validator(
+        {
+            "$schema": full["$schema"],
+            "definitions": full["definitions"],
+            "$ref": f"#/definitions/{definition}",
+        }
+    )
+
+
+def check(cfg: Any, definition: str, source: str = "") -> None:
+    """Validate ``cfg`` against the schema's ``definitions.<definition>`` (``study``, ``run``,
+    ``probe_run``); the first problem becomes a one-line ConfigError naming its dotted key."""
+    from jsonschema.exceptions import best_match
+
+    error = best_match(_validator(definition).iter_errors(cfg))
+    if error is not None:
+        raise ConfigError(describe(error) + (f" ({source})" if source else ""))
+
+
+def key_path(parts) -> str:
+    """``train.epochs``, ``probe.C_grid[0]``: a schema error's location as the user writes it."""
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+_UNEXPECTED = re.compile(r"\((.+) (?:was|were) unexpected\)")
+
+
+def describe(error) -> str:
+    """One line for a jsonschema ValidationError: ``KEY: problem``."""
+    path = list(error.absolute_path)
+    if error.validator in ("additionalProperties", "unevaluatedProperties"):
+        found = _UNEXPECTED.search(error.message)
+        try:
+            unknown = ast.literal_eval(f"({found.group(1)},)") if found else ()
+        except (ValueError, SyntaxError):
+            unknown = ()
+        if unknown:
+            keys = ", ".join(key_path([*path, key]) for key in unknown)
+            message = f"{keys}: unknown key" + ("s" if len(unknown) > 1 else "")
+            known = (
+                error.schema.get("properties")
+                if error.validator == "additionalProperties"
+                else None
+            )
+            if known:
+                message += f"; {key_path(path) or 'the top level'} takes {', '.join(sorted(known))}"
+            return message
+    if error.validator == "required" and isinstance(error.instance, dict):
+        missing = [key for key in error.validator_value if key not in error.instance]
+        if missing:
+            return f"{key_path([*path, missing[0]])}: required, but missing"
+    return f"{key_path(path) or 'config'}: {' '.join(error.message.split())}"
 
 
 def _section(cfg: dict[str, Any], key: str) -> dict[str, Any]:
@@ -76,6 +173,24 @@ def run_config(cfg: dict[str, Any], dataset: str, method: str, seed: int) -> dic
         "probe": copy.deepcopy(_section(cfg, "probe")),
         "seed": int(seed),
     }
+
+
+def check_study(cfg: dict[str, Any], source: str = "") -> None:
+    """A study config as ``comm-repro pretrain --config`` reads it, after its overrides."""
+    check(cfg, "study", source)
+
+
+def check_run(run_cfg: dict[str, Any], *, probe: bool = False, source: str = "") -> None:
+    """One run's settings: before pretraining, or (``probe``) as the probes use them."""
+    check(run_cfg, "probe_run" if probe else "run", source)
+    if not probe:
+        dataset, batch = run_cfg["dataset"], run_cfg["train"]["batch_size"]
+        if dataset["max_train_pairs"] < batch:
+            raise ConfigError(
+                f"datasets.{dataset['name']}.max_train_pairs: {dataset['max_train_pairs']} is "
+                f"below train.batch_size {batch}; a run needs at least one full batch"
+                + (f" ({source})" if source else "")
+            )
 
 
 def require(section: dict[str, Any], key: str, where: str) -> Any:

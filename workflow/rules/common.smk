@@ -34,6 +34,13 @@ def check_config():
             raise ValueError(
                 f"fig4.{role} names dataset {name!r}, whose pairing is {pairing!r}"
             )
+    batch = config["train"]["batch_size"]
+    for name, dataset in config["datasets"].items():
+        if dataset["max_train_pairs"] < batch:
+            raise ValueError(
+                f"datasets.{name}.max_train_pairs is {dataset['max_train_pairs']}, below "
+                f"train.batch_size {batch}: a run needs at least one full batch"
+            )
 
 
 def check_cli():
