@@ -103,3 +103,11 @@ def trifeature_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     args = ["prepare", "trifeatures", "--out", str(out), "--num-per-combination", "1", "--quiet"]
     assert main(args) == 0
     return out
+
+
+def pretrain_args(config, data, out, *extra: str, method: str = "cross", seed: int = 0) -> list:
+    """`comm-repro pretrain` arguments for one run of the ``trifeatures`` dataset."""
+    return [
+        "pretrain", "--config", str(config), "--dataset", "trifeatures", "--method", method,
+        "--seed", str(seed), "--data", str(data), "--out", str(out), *extra,
+    ]  # fmt: skip

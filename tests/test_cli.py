@@ -6,6 +6,7 @@ import json
 import shutil
 
 import pytest
+from conftest import pretrain_args
 
 from comm_repro.cli import main
 from comm_repro.train import CHECKPOINT, LOG, MODEL
@@ -22,11 +23,9 @@ def test_help(command, capsys):
 def test_round_trip(tiny_config, trifeature_dir, tmp_path, capsys):
     _, config = tiny_config
     run = tmp_path / "runs" / "trifeatures" / "cross_self" / "seed0"
-    args = [
-        "pretrain", "--config", str(config), "--dataset", "trifeatures", "--method", "cross_self",
-        "--seed", "0", "--data", str(trifeature_dir), "--out", str(run), "--quiet",
-        "--set", "train.epochs=1",
-    ]  # fmt: skip
+    args = pretrain_args(
+        config, trifeature_dir, run, "--quiet", "--set", "train.epochs=1", method="cross_self"
+    )
     assert main(args) == 0
     for name in (CHECKPOINT, LOG, MODEL, "pretrain.json"):
         assert (run / name).exists(), name
@@ -61,10 +60,7 @@ def test_round_trip(tiny_config, trifeature_dir, tmp_path, capsys):
 
 def test_unknown_method_names_the_key(tiny_config, trifeature_dir, tmp_path, capsys):
     _, config = tiny_config
-    args = [
-        "pretrain", "--config", str(config), "--dataset", "trifeatures", "--method", "simclr",
-        "--seed", "0", "--data", str(trifeature_dir), "--out", str(tmp_path / "run"),
-    ]  # fmt: skip
+    args = pretrain_args(config, trifeature_dir, tmp_path / "run", method="simclr")
     assert main(args) == 2
     assert "methods.simclr" in capsys.readouterr().err
 
@@ -110,10 +106,7 @@ def test_corrupt_data_is_refused_in_one_line_naming_the_file(
     name, spoil = DAMAGES[damage]
     spoil(data / name)
     run = tmp_path / "run"
-    args = [
-        "pretrain", "--config", str(config), "--dataset", "trifeatures", "--method", "cross",
-        "--seed", "0", "--data", str(data), "--out", str(run), "--quiet",
-    ]  # fmt: skip
+    args = pretrain_args(config, data, run, "--quiet")
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import TINY_CONFIG
+from conftest import TINY_CONFIG, pretrain_args
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
@@ -82,10 +82,7 @@ def test_pretrain_rejects_bad_values_naming_the_key(
 ):
     _, config = tiny_config
     run = tmp_path / "run"
-    cmd = [
-        "pretrain", "--config", str(config), "--dataset", "trifeatures", "--method", "cross",
-        "--seed", "0", "--data", str(trifeature_dir), "--out", str(run), "--quiet", *args,
-    ]  # fmt: skip
+    cmd = pretrain_args(config, trifeature_dir, run, "--quiet", *args)
     assert main(cmd) == 2
     assert named in one_error_line(capsys.readouterr().err, "pretrain")
     assert not run.exists()
@@ -98,11 +95,7 @@ def trained_run(trifeature_dir, tmp_path_factory) -> Path:
     config = tmp / "config.yaml"
     config.write_text(yaml.safe_dump(TINY_CONFIG))
     run = tmp / "run"
-    cmd = [
-        "pretrain", "--config", str(config), "--dataset", "trifeatures", "--method", "cross",
-        "--seed", "0", "--data", str(trifeature_dir), "--out", str(run), "--quiet",
-        "--set", "train.epochs=1",
-    ]  # fmt: skip
+    cmd = pretrain_args(config, trifeature_dir, run, "--quiet", "--set", "train.epochs=1")
     assert main(cmd) == 0
     return run
 
@@ -136,10 +129,7 @@ def test_a_yaml_syntax_error_names_the_file_and_line(tmp_path, trifeature_dir, c
     config.write_text("train:\n  epochs: 2\n  lr: [3e-4\nprobe: {}\n")
     with pytest.raises(ConfigError, match=rf"^{config}:4:\d+: not valid YAML"):
         load_yaml(config)
-    cmd = [
-        "pretrain", "--config", str(config), "--dataset", "trifeatures", "--method", "cross",
-        "--seed", "0", "--data", str(trifeature_dir), "--out", str(tmp_path / "run"),
-    ]  # fmt: skip
+    cmd = pretrain_args(config, trifeature_dir, tmp_path / "run")
     assert main(cmd) == 2
     assert f"{config}:4:" in one_error_line(capsys.readouterr().err, "pretrain")
 

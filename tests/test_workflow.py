@@ -250,19 +250,26 @@ def test_forcerun_probe_reruns_probes_and_reports_not_pretraining(finished_study
     assert jobs["table_fig4"] == 1 and jobs["report_index"] == 1
 
 
-@pytest.mark.slow
-def test_killed_pretraining_resumes_from_its_checkpoint(finished_study, tmp_path):
-    workdir, _ = finished_study
+def _longer_run(workdir: Path, tmp_path: Path, seed: int, epochs: int):
+    """A CoMM run of the tiny study on 1,024 pairs: its config file, run directory, model.pt
+    target and the Snakemake command that trains it."""
     cfg = load(TINY)
-    cfg["seeds"] = [1]
+    cfg["seeds"] = [seed]
     cfg["datasets"]["trifeatures"]["max_train_pairs"] = 1024
-    cfg["train"]["epochs"] = 3
+    cfg["train"]["epochs"] = epochs
     config = write_config(tmp_path, cfg, "long.yaml")
-    run = workdir / "results" / "runs" / "trifeatures" / "comm" / "seed1"
+    run = workdir / "results" / "runs" / "trifeatures" / "comm" / f"seed{seed}"
     target = str(run.relative_to(workdir) / "model.pt")
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile")]
     # The target goes before --configfile, which would read it as one more config file.
     cmd += ["--directory", str(workdir), target, "--cores", "1", "--configfile", config]
+    return config, run, target, cmd
+
+
+@pytest.mark.slow
+def test_killed_pretraining_resumes_from_its_checkpoint(finished_study, tmp_path):
+    workdir, _ = finished_study
+    config, run, target, cmd = _longer_run(workdir, tmp_path, seed=1, epochs=3)
     job = subprocess.Popen(
         cmd,
         env=ENV,
@@ -392,15 +399,8 @@ def _alive(pid: int) -> bool:
 @pytest.mark.slow
 def test_killing_a_jobs_shell_wrapper_stops_its_training(finished_study, tmp_path):
     workdir, _ = finished_study
-    cfg = load(TINY)
-    cfg["seeds"] = [2]
-    cfg["datasets"]["trifeatures"]["max_train_pairs"] = 1024
-    cfg["train"]["epochs"] = 6  # a minute or more: far longer than the test waits below
-    config = write_config(tmp_path, cfg, "long.yaml")
-    run = workdir / "results/runs/trifeatures/comm/seed2"
-    target = str(run.relative_to(workdir) / "model.pt")
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile")]
-    cmd += ["--directory", str(workdir), target, "--cores", "1", "--configfile", config]
+    # 6 epochs: a minute or more, far longer than the test waits below.
+    _, run, _, cmd = _longer_run(workdir, tmp_path, seed=2, epochs=6)
     job = subprocess.Popen(
         cmd, env=ENV, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
