@@ -5,7 +5,7 @@ python benchmarks/bench_augment.py [--repeats 7] [--batch 64] [--size 224] [--th
 Both pipelines have the same settings (crop scale 0.08-1, jitter 0.4/0.4/0.4/0.1 with p 0.8,
 grayscale p 0.2, blur p 0.5 with sigma 0.1-2 and a 10 % kernel, flip p 0.5, ImageNet
 normalisation). The two are timed alternately, so that a change in machine load hits both;
-the median per batch is reported.
+the median per batch is reported, with the machine (CPU model, ISA features, torch threads).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 import torch
+from bench_common import machine_line
 from PIL import Image
 from torchvision import transforms as T
 
@@ -66,7 +67,8 @@ def main() -> None:
             fn()
             times[name].append(time.perf_counter() - t0)
     med = {name: statistics.median(t) for name, t in times.items()}
-    print(f"torch threads {torch.get_num_threads()}, batch {args.batch}, {args.size} px")
+    print(machine_line())
+    print(f"setting: batch {args.batch}, {args.size} px, median of {args.repeats}")
     print(
         f"batched: {1000 * med['batched']:.0f} ms/batch; "
         f"per-sample PIL: {1000 * med['per-sample PIL']:.0f} ms/batch; "

@@ -1,12 +1,25 @@
 """CoMM training-step and feature-extraction speed at the paper's Trifeature configuration.
 
-224 px, two AlexNet encoders, d 512, batch 64, SimCLR augmentation of both views included (the
-whole step: gather, augment, forward, backward, AdamW). Prints the median seconds per step and
-pairs/s in fp32 and with bf16 autocast, and the ratio to the authors' code measured on the same
-2-core CPU (8.4 s per step end to end, 7.6 pairs/s). Then times feature extraction for the probes
-(10,000 train + 4,094 test pairs; the authors' code: 22 min, 43 pairs/s).
+Defaults as in config/paper.yaml: 224 px, two AlexNet encoders, d 512, batch 64. Our step is timed
+end to end: gather, SimCLR augmentation of both views, forward, backward, AdamW. The script first
+prints the machine (CPU model, its ISA features, logical cores, torch threads, device), then per
+precision the median seconds per step and pairs/s, then the time of feature extraction for the
+probes (10,000 train + 4,094 test pairs). Without --authors-code it prints measured figures only,
+no ratio: a time measured on another machine says nothing about this one.
+
+With --authors-code PATH, a checkout of github.com/Duplums/CoMM, it also builds the authors' CoMM
+model from their code at the same configuration (their AlexNetEncoder, PatchedInputAdapter,
+MMFusion and CoMM module with CoMMLoss, their AdamW parameter groups) and times their model step,
+forward + backward + AdamW, on the same batch, alternating step by step with ours in the same
+process. Their augmentation is per-sample PIL in DataLoader worker processes, which a single
+process cannot time fairly, so their step is timed without it: the printed ratio is our time
+(augmentation included) over their time (model step only). Their model runs in its own memory
+format (contiguous), ours in channels_last. Their code needs, beside torch and torchvision:
+
+    pip install pytorch-lightning omegaconf einops tensorboard pandas
 
     python benchmarks/bench_train_step.py [--steps 5] [--device cpu] [--skip-extract]
+        [--precisions fp32 bf16] [--resolution 224] [--batch-size 64] [--authors-code PATH]
 """
 
 from __future__ import annotations
@@ -19,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from bench_common import import_authors_modules, machine_line
 
 from comm_repro.cli import build_for_run
 from comm_repro.config import run_config
@@ -27,9 +41,8 @@ from comm_repro.evaluate import extract_features
 from comm_repro.memory import reuse_freed_memory
 from comm_repro.train import autocast_context, seed_everything
 
-REFERENCE_STEP_S = 8.4
-REFERENCE_EXTRACT_PAIRS_PER_S = 43.0
 PAPER_CONFIG = Path(__file__).resolve().parents[1] / "config" / "paper.yaml"
+AUTHORS_MODULES = ["models.alexnet", "models.input_adapters", "models.mmfusion", "pl_modules.comm"]
 
 
 def synthetic_bank(n_images: int, n_pairs: int, size: int = 224) -> PairedBank:
@@ -39,36 +52,119 @@ def synthetic_bank(n_images: int, n_pairs: int, size: int = 224) -> PairedBank:
     return PairedBank.from_numpy([images, images], pairs)
 
 
-def time_steps(method, data, device, precision, steps, batch_size) -> list[float]:
-    optimizer = torch.optim.AdamW(method.param_groups(1e-4), lr=3e-4)
-    times = []
-    for step in range(steps + 1):  # the first step warms up allocators and kernels
-        t0 = time.perf_counter()
-        batch = data.gather(torch.randint(len(data), (batch_size,)))
-        with autocast_context(device, precision):
-            loss = method.loss(batch)["loss"]
-        optimizer.zero_grad(set_to_none=True)
+def build_authors_model(path: str, cfg: dict):
+    """The authors' CoMM at the run's configuration, built from their classes as their
+    configs/train_trifeatures.yaml and configs/model/comm.yaml do (embed_dim from the run, as
+    their README's `model.model.encoder.embed_dim=512`)."""
+    alexnet, adapters, mmfusion, comm = import_authors_modules(path, AUTHORS_MODULES)
+    model, train = cfg["model"], cfg["train"]
+    dim = int(model["embed_dim"])
+    encoder = mmfusion.MMFusion(
+        encoders=[
+            alexnet.AlexNetEncoder(latent_dim=256, dropout=0.5, global_pool="") for _ in range(2)
+        ],
+        input_adapters=[
+            adapters.PatchedInputAdapter(
+                num_channels=256, stride_level=1, patch_size_full=1, dim_tokens=dim, image_size=6
+            )
+            for _ in range(2)
+        ],
+        embed_dim=dim,
+        fusion="concat",
+        pool="cls",
+        n_heads=int(model["heads"]),
+        n_layers=int(model["layers"]),
+        add_bias_kv=False,
+        dropout=0.0,
+    )
+    head = comm.CoMM._build_mlp(dim, int(model["head_hidden"]), int(model["head_out"]))
+    return comm.CoMM(
+        encoder=encoder,
+        projection=head,
+        optim_kwargs={"lr": float(train["lr"]), "weight_decay": float(train["weight_decay"])},
+        loss_kwargs={"temperature": float(cfg["method"]["temperature"])},
+    )
+
+
+class OurStep:
+    def __init__(self, cfg, data, device, precision, batch_size):
+        self.method = build_for_run(cfg).to(device, memory_format=torch.channels_last)
+        self.method.train()
+        wd, lr = float(cfg["train"]["weight_decay"]), float(cfg["train"]["lr"])
+        self.optimizer = torch.optim.AdamW(self.method.param_groups(wd), lr=lr)
+        self.data, self.device, self.precision, self.batch_size = (
+            data,
+            device,
+            precision,
+            batch_size,
+        )
+
+    def __call__(self) -> None:
+        batch = self.data.gather(torch.randint(len(self.data), (self.batch_size,)))
+        with autocast_context(self.device, self.precision):
+            loss = self.method.loss(batch)["loss"]
+        self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        if step:
-            times.append(time.perf_counter() - t0)
+        self.optimizer.step()
+
+
+class AuthorsStep:
+    """Their model step as their Lightning loop runs it: forward(x1, x2), CoMMLoss, backward,
+    AdamW from their configure_optimizers(). The two augmented views of the batch are made once,
+    with our augmentation, outside the timing."""
+
+    def __init__(self, path, cfg, ours: OurStep, device, precision, batch_size):
+        self.model = build_authors_model(path, cfg).to(device)
+        self.model.train()
+        self.optimizer = self.model.configure_optimizers()
+        batch = ours.data.gather(torch.randint(len(ours.data), (batch_size,)))
+        with torch.no_grad():
+            views = [[t.strong(x) for t, x in zip(ours.method.transforms, batch)] for _ in "12"]
+        self.x1, self.x2 = views
+        self.device, self.precision = device, precision
+
+    def __call__(self) -> None:
+        with autocast_context(self.device, self.precision):
+            loss = self.model.loss(self.model(self.x1, self.x2))["loss"]
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+
+
+def time_alternately(steps: dict, device: torch.device, n: int) -> dict[str, list[float]]:
+    """Seconds per step of each callable, run in turn so that a change in load hits all; the
+    first round warms up allocators and kernels and is not counted."""
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for i in range(n + 1):
+        for name, step in steps.items():
+            t0 = time.perf_counter()
+            step()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if i:
+                times[name].append(time.perf_counter() - t0)
     return times
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=5, help="timed steps (after one warm-up)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--skip-extract", action="store_true")
     parser.add_argument(
         "--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"]
     )
+    parser.add_argument("--resolution", type=int, default=None, help="px (default: the config's)")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the config's")
+    parser.add_argument(
+        "--authors-code",
+        metavar="PATH",
+        help="a checkout of github.com/Duplums/CoMM: time their model step side by side",
+    )
     parser.add_argument(
         "--default-malloc",
         action="store_true",
-        help="leave glibc's malloc as it is (the `comm` commands keep freed memory for reuse)",
+        help="leave glibc's malloc as it is (`comm-repro` commands keep freed memory for reuse)",
     )
     args = parser.parse_args()
     if not args.default_malloc:
@@ -76,38 +172,62 @@ def main() -> None:
 
     device = torch.device(args.device)
     cfg = run_config(yaml.safe_load(PAPER_CONFIG.read_text()), "trifeatures", "comm", 0)
-    batch_size = int(cfg["train"]["batch_size"])
+    if args.resolution:
+        cfg["dataset"]["resolution"] = args.resolution
+    if args.batch_size:
+        cfg["train"]["batch_size"] = args.batch_size
+    size, batch_size = int(cfg["dataset"]["resolution"]), int(cfg["train"]["batch_size"])
+    if args.authors_code:  # fail on a missing package before anything is timed
+        import_authors_modules(args.authors_code, AUTHORS_MODULES)
+
     malloc = "default malloc" if args.default_malloc else "freed memory reused"
+    print(machine_line(device))
     print(
-        f"device {device}, torch threads {torch.get_num_threads()}, batch {batch_size}, 224 px, "
-        f"{malloc}"
+        f"setting: {size} px, batch {batch_size}, d {cfg['model']['embed_dim']}, two AlexNet "
+        f"encoders, median of {args.steps} steps after 1 warm-up, {malloc}"
     )
-    data = synthetic_bank(2400, 10_000).to(device)
+    data = synthetic_bank(2400, 10_000, size).to(device)
     for precision in args.precisions:
         seed_everything(0)
-        method = build_for_run(cfg).to(device, memory_format=torch.channels_last)
-        method.train()
-        times = time_steps(method, data, device, precision, args.steps, batch_size)
-        median = statistics.median(times)
+        steps = {"ours": OurStep(cfg, data, device, precision, batch_size)}
+        if args.authors_code:
+            steps["authors"] = AuthorsStep(
+                args.authors_code, cfg, steps["ours"], device, precision, batch_size
+            )
+        med = {
+            k: statistics.median(t) for k, t in time_alternately(steps, device, args.steps).items()
+        }
         print(
-            f"{precision}: {median:.3f} s/step (median of {len(times)}), "
-            f"{batch_size / median:.1f} pairs/s, {REFERENCE_STEP_S / median:.2f}x the reference's "
-            f"{REFERENCE_STEP_S} s/step"
+            f"ours, precision {precision}: {med['ours']:.3f} s/step, "
+            f"{batch_size / med['ours']:.1f} pairs/s (end to end: gather, augmentation, forward, "
+            "backward, AdamW)"
         )
+        if args.authors_code:
+            print(
+                f"authors' code, precision {precision}: {med['authors']:.3f} s/step, "
+                f"{batch_size / med['authors']:.1f} pairs/s (model step only: forward, backward, "
+                "AdamW; their per-sample PIL augmentation in worker processes not timed)"
+            )
+            print(
+                f"our time / their time, precision {precision}: "
+                f"{med['ours'] / med['authors']:.2f} (ours end to end incl. augmentation vs "
+                "theirs model step only, same process, alternating steps)"
+            )
 
     if args.skip_extract:
         return
     seed_everything(0)
     method = build_for_run(cfg).to(device)
-    train, test = synthetic_bank(2400, 10_000), synthetic_bank(200, 4_094)
+    train, test = synthetic_bank(2400, 10_000, size), synthetic_bank(200, 4_094, size)
     t0 = time.perf_counter()
     for bank in (train, test):
         extract_features(method, bank, device, batch_size=256, progress=False)
     seconds = time.perf_counter() - t0
     rate = (len(train) + len(test)) / seconds
+    precision = "bf16" if isinstance(autocast_context(device, "auto"), torch.autocast) else "fp32"
     print(
-        f"feature extraction for the probes: {seconds:.1f} s, {rate:.0f} pairs/s, "
-        f"{rate / REFERENCE_EXTRACT_PAIRS_PER_S:.1f}x the reference's 43 pairs/s (22 min)"
+        f"feature extraction for the probes, {len(train):,} + {len(test):,} pairs, precision auto "
+        f"({precision} here): {seconds:.1f} s, {rate:.0f} pairs/s"
     )
 
 

@@ -1,0 +1,77 @@
+"""The benchmark scripts: they name the machine they measured, and print a ratio only against the
+authors' code timed in the same run."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from comm_repro.provenance import cpu_info
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN_STEP = ROOT / "benchmarks" / "bench_train_step.py"
+TINY = ["--resolution", "64", "--batch-size", "8", "--steps", "1", "--precisions", "fp32"]
+AUTHORS_CODE = os.environ.get("COMM_AUTHORS_CODE")
+RATIO = re.compile(r"\d\s*x\b|×|x the|ratio|/ their", re.IGNORECASE)
+
+
+def run_bench(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    src = str(ROOT / "src")
+    path = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)
+    return subprocess.run(
+        [sys.executable, str(TRAIN_STEP), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": path},
+        cwd=ROOT,
+    )
+
+
+def test_train_step_names_the_machine_and_prints_no_ratio():
+    done = run_bench(*TINY, "--skip-extract")
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    cpu = cpu_info()
+    assert f"CPU {cpu['model']}" in out
+    for feature in cpu["features"]:
+        assert feature in out
+    assert re.search(r"torch threads \d+", out)
+    assert "device cpu" in out
+    assert re.search(r"ours, precision fp32: \d+\.\d+ s/step, \d+\.\d+ pairs/s", out)
+    assert "64 px, batch 8" in out
+    assert not RATIO.search(out), out  # nothing to compare with was timed in this run
+
+
+def test_authors_code_with_a_missing_package_fails_in_one_line(tmp_path):
+    for name in ("models/alexnet", "models/input_adapters", "models/mmfusion", "pl_modules/comm"):
+        (tmp_path / f"{name}.py").parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / f"{name}.py").write_text("import surely_absent_package_xyz\n")
+    done = run_bench(*TINY, "--skip-extract", "--authors-code", str(tmp_path))
+    assert done.returncode != 0
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "pip install" in lines[0], done.stderr
+    assert "Traceback" not in done.stderr
+    assert "s/step" not in done.stdout  # it stops before timing anything
+
+
+def test_authors_code_that_is_not_a_checkout_is_named(tmp_path):
+    done = run_bench(*TINY, "--skip-extract", "--authors-code", str(tmp_path))
+    assert done.returncode != 0
+    assert "not a checkout of github.com/Duplums/CoMM" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not AUTHORS_CODE, reason="COMM_AUTHORS_CODE names no checkout of Duplums/CoMM")
+def test_side_by_side_with_the_authors_code():
+    done = run_bench(*TINY, "--skip-extract", "--authors-code", AUTHORS_CODE, timeout=300)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert re.search(r"authors' code, precision fp32: \d+\.\d+ s/step.*model step only", out)
+    assert re.search(r"our time / their time, precision fp32: \d+\.\d+ \(ours end to end", out)
