@@ -1,6 +1,7 @@
 """`comm-repro` command line: the steps the workflow runs, usable on their own.
 
 comm-repro prepare trifeatures --out DIR
+comm-repro prepare mosi|humor|sarcasm [--source FILE | --download-to PATH] --out DIR
 comm-repro pretrain --config CFG --dataset NAME --method NAME --seed S --data DIR --out RUN_DIR
 comm-repro probe --run RUN_DIR --data DIR --out probe.json
 comm-repro table fig4 --probes P.json ... --unbiased NAME --biased NAME --methods M ... --out PREFIX
@@ -16,6 +17,7 @@ import os
 import signal
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from comm_repro.atomic import write_json
@@ -72,6 +74,11 @@ def _device(args: argparse.Namespace) -> str | None:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
+    if args.dataset != "trifeatures":
+        return _prepare_affect(args)
+    for option, value in (("--source", args.source), ("--download-to", args.download_to)):
+        if value is not None:
+            raise UserError(f"{option} does not apply to trifeatures: the stimuli are generated")
     from comm_repro.data import trifeatures as tf
 
     t0 = time.perf_counter()
@@ -81,6 +88,36 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     tf.save_splits(splits, args.out, seed=args.seed, num_per_combination=args.num_per_combination)
     counts = ", ".join(f"{k} {len(v.images)}" for k, v in splits.items())
     print(f"wrote {counts} images to {args.out} in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def _prepare_affect(args: argparse.Namespace) -> int:
+    """A MultiBench affect dataset: the raw pickle (given, found or downloaded), converted once;
+    a raw file with another digest than the known one is prepared with a warning line."""
+    from comm_repro.data import multibench
+
+    if args.source is not None and args.download_to is not None:
+        raise UserError("give --source (a file you have) or --download-to, not both")
+    t0 = time.perf_counter()
+    raw = multibench.obtain_raw(
+        args.dataset, source=args.source, download_to=args.download_to, progress=not args.quiet
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", multibench.RawDigestWarning)
+        try:
+            manifest = multibench.prepare(args.dataset, raw, args.out, progress=not args.quiet)
+        finally:
+            for w in caught:
+                if issubclass(w.category, multibench.RawDigestWarning):
+                    print(f"comm-repro prepare: warning: {w.message}", file=sys.stderr)
+                else:
+                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    counts = ", ".join(f"{k} {v['count']}" for k, v in manifest["splits"].items())
+    print(
+        f"wrote {counts} samples of {args.dataset} from {raw} to {args.out} in "
+        f"{time.perf_counter() - t0:.1f} s (dropped {manifest['dropped_samples']} with all-zero "
+        f"text, set {manifest['non_finite_replaced']} non-finite values to 0)"
+    )
     return 0
 
 
@@ -239,10 +276,28 @@ def make_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("prepare", help="generate or download and prepare a dataset")
-    p.add_argument("dataset", choices=["trifeatures"], help="dataset family to prepare")
+    p.add_argument(
+        "dataset",
+        choices=["trifeatures", "mosi", "humor", "sarcasm"],
+        help="trifeatures (generated) or a MultiBench affect dataset (a raw pickle, converted)",
+    )
     p.add_argument("--out", required=True, type=Path, help="directory for the prepared files")
-    p.add_argument("--seed", type=int, default=42, help="generator seed (paper: 42)")
-    p.add_argument("--num-per-combination", type=int, default=3, help="train images per combo")
+    p.add_argument("--seed", type=int, default=42, help="trifeatures: generator seed (paper: 42)")
+    p.add_argument(
+        "--num-per-combination", type=int, default=3, help="trifeatures: train images per combo"
+    )
+    p.add_argument(
+        "--source",
+        type=Path,
+        help="affect: the authors' pickle, a file you already have (read in place)",
+    )
+    p.add_argument(
+        "--download-to",
+        type=str,
+        help="affect: where the raw pickle is looked for, and downloaded to if absent (a file, "
+        "or a directory for the authors' file name; default data/raw/<dataset>/<file> in the "
+        "repository, or $COMM_REPRO_RAW_DIR/<dataset>/<file>)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_prepare)
 
