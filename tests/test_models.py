@@ -88,3 +88,78 @@ def test_fusion_shortcuts_equal_the_full_sequence_computation(layers):
         for block in fusion.blocks:
             x = block(x)
         assert torch.allclose(out, fusion.norm(x[:, 0]), atol=1e-5)
+
+
+def _padded_tokens(seed: int = 0):
+    """Three modalities of a batch of 4; modality 1 of sample 2 is entirely padding."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = [[4, 1, 3, 2], [2, 3, 0, 1], [5, 5, 2, 4]]
+    tokens = [torch.randn(4, max(ls), 16, generator=g) for ls in lengths]
+    masks = [
+        torch.arange(t.shape[1])[None, :] < torch.tensor(ls)[:, None]
+        for t, ls in zip(tokens, lengths)
+    ]
+    return tokens, masks
+
+
+SUBSETS = [[0], [1], [2], [0, 1], [1, 2], [0, 1, 2]]
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_fusion_all_true_masks_equal_no_masks(layers):
+    torch.manual_seed(0)
+    fusion = FusionTransformer(16, heads=4, mlp_ratio=4, layers=layers).eval()
+    tokens = [torch.randn(3, 4, 16), torch.randn(3, 2, 16)]
+    ones = [torch.ones(3, 4, dtype=torch.bool), None]
+    subsets = [[0], [1], [0, 1]]
+    for a, b in zip(
+        fusion.forward_subsets(tokens, subsets), fusion.forward_subsets(tokens, subsets, ones)
+    ):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert torch.equal(fusion(tokens, masks=None), fusion(tokens))
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_fusion_ignores_padded_steps(layers):
+    torch.manual_seed(0)
+    fusion = FusionTransformer(16, heads=4, mlp_ratio=4, layers=layers).eval()
+    tokens, masks = _padded_tokens()
+    ref = fusion.forward_subsets(tokens, SUBSETS, masks)
+    for out in ref:
+        assert out.shape == (4, 16) and torch.isfinite(out).all()
+    changed = [
+        torch.where(m[..., None], t, 100 * torch.randn_like(t)) for t, m in zip(tokens, masks)
+    ]
+    changed[0][~masks[0]] = float("nan")
+    for a, b in zip(ref, fusion.forward_subsets(changed, SUBSETS, masks)):
+        assert torch.allclose(a, b, atol=1e-6)
+    # The padded steps really are dropped: this equals the fusion of sample 0's real steps.
+    real = [t[:1, : int(m[0].sum())] for t, m in zip(tokens, masks)]
+    for s, out in zip(SUBSETS, ref):
+        assert torch.allclose(out[:1], fusion(real, s), atol=1e-5)
+    # Modality 1 of sample 2 is all padding: alone it gives the embedding of [CLS] alone.
+    cls_only = fusion.forward_subsets(tokens, [[1]], [None, torch.zeros(4, 3, dtype=bool), None])
+    assert torch.allclose(ref[1][2], cls_only[0][2], atol=1e-6)
+    assert torch.allclose(cls_only[0], cls_only[0][:1].expand(4, -1), atol=1e-6)
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_fusion_gradient_is_zero_at_padded_steps(layers):
+    torch.manual_seed(0)
+    fusion = FusionTransformer(16, heads=4, mlp_ratio=4, layers=layers)
+    tokens, masks = _padded_tokens(1)
+    tokens = [t.requires_grad_() for t in tokens]
+    sum(o.square().sum() for o in fusion.forward_subsets(tokens, SUBSETS, masks)).backward()
+    for t, m in zip(tokens, masks):
+        assert torch.all(t.grad[~m] == 0)
+        assert t.grad[m].abs().sum(-1).min() > 0
+    assert all(torch.isfinite(p.grad).all() for p in fusion.parameters())
+
+
+def test_fusion_mask_shapes_are_checked():
+    fusion = FusionTransformer(16, heads=4)
+    tokens = [torch.randn(2, 3, 16), torch.randn(2, 2, 16)]
+    with pytest.raises(ValueError, match="masks for 2 modalities"):
+        fusion(tokens, masks=[torch.ones(2, 3, dtype=torch.bool)])
+    with pytest.raises(ValueError, match="modality 1"):
+        fusion(tokens, masks=[None, torch.ones(2, 3, dtype=torch.bool)])
