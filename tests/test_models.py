@@ -6,7 +6,14 @@ import pytest
 import torch
 from torchvision.models import alexnet
 
-from comm_repro.models import AlexNetEncoder, FusionTransformer, PatchTokens, mlp_head, sincos_2d
+from comm_repro.models import (
+    AlexNetEncoder,
+    FusionTransformer,
+    PatchTokens,
+    SequenceEncoder,
+    mlp_head,
+    sincos_2d,
+)
 
 
 @pytest.mark.parametrize(("size", "side"), [(224, 6), (128, 3), (64, 1)])
@@ -88,3 +95,140 @@ def test_fusion_shortcuts_equal_the_full_sequence_computation(layers):
         for block in fusion.blocks:
             x = block(x)
         assert torch.allclose(out, fusion.norm(x[:, 0]), atol=1e-5)
+
+
+def _padded_tokens(seed: int = 0):
+    """Three modalities of a batch of 4; modality 1 of sample 2 is entirely padding."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = [[4, 1, 3, 2], [2, 3, 0, 1], [5, 5, 2, 4]]
+    tokens = [torch.randn(4, max(ls), 16, generator=g) for ls in lengths]
+    masks = [
+        torch.arange(t.shape[1])[None, :] < torch.tensor(ls)[:, None]
+        for t, ls in zip(tokens, lengths)
+    ]
+    return tokens, masks
+
+
+SUBSETS = [[0], [1], [2], [0, 1], [1, 2], [0, 1, 2]]
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_fusion_all_true_masks_equal_no_masks(layers):
+    torch.manual_seed(0)
+    fusion = FusionTransformer(16, heads=4, mlp_ratio=4, layers=layers).eval()
+    tokens = [torch.randn(3, 4, 16), torch.randn(3, 2, 16)]
+    ones = [torch.ones(3, 4, dtype=torch.bool), None]
+    subsets = [[0], [1], [0, 1]]
+    for a, b in zip(
+        fusion.forward_subsets(tokens, subsets), fusion.forward_subsets(tokens, subsets, ones)
+    ):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert torch.equal(fusion(tokens, masks=None), fusion(tokens))
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_fusion_ignores_padded_steps(layers):
+    torch.manual_seed(0)
+    fusion = FusionTransformer(16, heads=4, mlp_ratio=4, layers=layers).eval()
+    tokens, masks = _padded_tokens()
+    ref = fusion.forward_subsets(tokens, SUBSETS, masks)
+    for out in ref:
+        assert out.shape == (4, 16) and torch.isfinite(out).all()
+    changed = [
+        torch.where(m[..., None], t, 100 * torch.randn_like(t)) for t, m in zip(tokens, masks)
+    ]
+    changed[0][~masks[0]] = float("nan")
+    for a, b in zip(ref, fusion.forward_subsets(changed, SUBSETS, masks)):
+        assert torch.allclose(a, b, atol=1e-6)
+    # The padded steps really are dropped: this equals the fusion of sample 0's real steps.
+    real = [t[:1, : int(m[0].sum())] for t, m in zip(tokens, masks)]
+    for s, out in zip(SUBSETS, ref):
+        assert torch.allclose(out[:1], fusion(real, s), atol=1e-5)
+    # Modality 1 of sample 2 is all padding: alone it gives the embedding of [CLS] alone.
+    cls_only = fusion.forward_subsets(tokens, [[1]], [None, torch.zeros(4, 3, dtype=bool), None])
+    assert torch.allclose(ref[1][2], cls_only[0][2], atol=1e-6)
+    assert torch.allclose(cls_only[0], cls_only[0][:1].expand(4, -1), atol=1e-6)
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_fusion_gradient_is_zero_at_padded_steps(layers):
+    torch.manual_seed(0)
+    fusion = FusionTransformer(16, heads=4, mlp_ratio=4, layers=layers)
+    tokens, masks = _padded_tokens(1)
+    tokens = [t.requires_grad_() for t in tokens]
+    sum(o.square().sum() for o in fusion.forward_subsets(tokens, SUBSETS, masks)).backward()
+    for t, m in zip(tokens, masks):
+        assert torch.all(t.grad[~m] == 0)
+        assert t.grad[m].abs().sum(-1).min() > 0
+    assert all(torch.isfinite(p.grad).all() for p in fusion.parameters())
+
+
+def test_fusion_mask_shapes_are_checked():
+    fusion = FusionTransformer(16, heads=4)
+    tokens = [torch.randn(2, 3, 16), torch.randn(2, 2, 16)]
+    with pytest.raises(ValueError, match="masks for 2 modalities"):
+        fusion(tokens, masks=[torch.ones(2, 3, dtype=torch.bool)])
+    with pytest.raises(ValueError, match="modality 1"):
+        fusion(tokens, masks=[None, torch.ones(2, 3, dtype=torch.bool)])
+
+
+def _sequence_params(f: int, d: int, layers: int, ff: int) -> int:
+    conv = f * d  # 1x1 convolution, no bias
+    attention = (3 * d * d + 3 * d) + (d * d + d)  # in_proj (q, k, v) and out_proj
+    feed_forward = (d * ff + ff) + (ff * d + d)
+    norms = 2 * 2 * d  # two LayerNorms, weight and bias
+    return conv + layers * (attention + feed_forward + norms)
+
+
+def test_sequence_encoder_parameter_count_and_shapes():
+    enc = SequenceEncoder(20)  # the paper's MOSI vision encoder: d = 40, 5 layers, 5 heads
+    n = sum(p.numel() for p in enc.parameters())
+    assert n == _sequence_params(20, 40, 5, 2048) == 800 + 5 * (6560 + 165928 + 160) == 864040
+    layer = enc.transformer.layers[0]
+    assert layer.norm_first and layer.self_attn.batch_first and layer.self_attn.num_heads == 5
+    assert layer.dropout.p == 0.1 and enc.proj.bias is None and enc.proj.kernel_size == (1,)
+    x = torch.randn(3, 7, 20)
+    mask = torch.ones(3, 7, dtype=torch.bool)
+    tokens, out_mask = enc(x, mask)
+    assert tokens.shape == (3, 7, 40) and out_mask is mask
+    tokens, out_mask = enc(x)
+    assert tokens.shape == (3, 7, 40) and out_mask is None
+    small = SequenceEncoder(5, dim=16, layers=2, heads=4, dim_feedforward=32, dropout=0.0)
+    assert sum(p.numel() for p in small.parameters()) == _sequence_params(5, 16, 2, 32)
+    assert small.transformer.layers[0].self_attn.num_heads == 4
+    with pytest.raises(ValueError, match="divisible"):
+        SequenceEncoder(5, dim=16, heads=5)
+    with pytest.raises(ValueError, match=r"\(B, T, 20\)"):
+        enc(torch.randn(3, 7, 5))
+
+
+@pytest.mark.parametrize("grad", [False, True])  # no_grad takes PyTorch's fused eval path
+def test_sequence_encoder_padding_does_not_reach_real_steps(grad):
+    torch.manual_seed(0)
+    enc = SequenceEncoder(6, dim=20, layers=2, heads=5, dim_feedforward=64).eval()
+    lengths = torch.tensor([5, 2, 0, 4])
+    x = torch.randn(4, 5, 6)
+    mask = torch.arange(5)[None, :] < lengths[:, None]
+    x = torch.where(mask[..., None], x, 0.0)
+    with torch.set_grad_enabled(grad):
+        ref, _ = enc(x, mask)
+        noisy = torch.where(mask[..., None], x, 1e3 * torch.randn_like(x))
+        noisy[2, 0] = float("nan")
+        out, _ = enc(noisy, mask)
+        assert torch.allclose(out, ref, atol=1e-5)
+        assert torch.isfinite(ref).all() and torch.all(ref[~mask] == 0)
+        for i, n in enumerate(lengths.tolist()):
+            if n:  # each sample alone, without padding, gives its real steps' tokens
+                alone, _ = enc(x[i : i + 1, :n])
+                assert torch.allclose(ref[i, :n], alone[0], atol=1e-5)
+
+
+def test_sequence_encoder_gradient_is_zero_at_padded_steps():
+    torch.manual_seed(0)
+    enc = SequenceEncoder(6, dim=20, layers=2, heads=5, dim_feedforward=64)
+    mask = torch.arange(5)[None, :] < torch.tensor([5, 2, 0])[:, None]
+    x = torch.randn(3, 5, 6, requires_grad=True)
+    tokens, _ = enc(x, mask)
+    tokens.square().sum().backward()
+    assert torch.all(x.grad[~mask] == 0) and x.grad[mask].abs().sum(-1).min() > 0
+    assert all(torch.isfinite(p.grad).all() for p in enc.parameters())
