@@ -50,19 +50,16 @@ def raw_data_root() -> Path:
     return Path("data") / "raw"
 
 
+def byte_progress(path: Path, desc: str, progress: bool) -> tqdm:
+    """A progress bar over the bytes of the file at ``path``."""
+    size = path.stat().st_size
+    return tqdm(total=size, unit="B", unit_scale=True, desc=desc, disable=not progress)
+
+
 def sha256_file(path: str | Path, progress: bool = False, desc: str | None = None) -> str:
     path = Path(path)
     digest = hashlib.sha256()
-    with (
-        path.open("rb") as f,
-        tqdm(
-            total=path.stat().st_size,
-            unit="B",
-            unit_scale=True,
-            desc=desc or f"sha256 {path.name}",
-            disable=not progress,
-        ) as bar,
-    ):
+    with path.open("rb") as f, byte_progress(path, desc or f"sha256 {path.name}", progress) as bar:
         for block in iter(lambda: f.read(CHUNK), b""):
             digest.update(block)
             bar.update(len(block))

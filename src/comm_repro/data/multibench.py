@@ -202,13 +202,7 @@ def load_pickle(path: str | Path, progress: bool = False) -> tuple[Any, str, int
     try:
         with (
             path.open("rb") as f,
-            tqdm(
-                total=path.stat().st_size,
-                unit="B",
-                unit_scale=True,
-                desc=f"read {path.name}",
-                disable=not progress,
-            ) as bar,
+            download.byte_progress(path, f"read {path.name}", progress) as bar,
         ):
             reader = _HashingReader(f, bar)
             data = RestrictedUnpickler(reader, encoding="latin1").load()
