@@ -24,7 +24,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from comm_repro.atomic import write_json
-from comm_repro.errors import DataError
+from comm_repro.errors import DataError, describe
 
 DRIVE_URL = "https://drive.google.com/uc?id={}"
 RAW_DIR_ENV = "COMM_REPRO_RAW_DIR"
@@ -116,12 +116,6 @@ def gdown_transport(url: str, output: Path, progress: bool) -> None:
         raise DataError("gdown gave up without a file")
 
 
-def _reason(err: BaseException) -> str:
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    text = lines[0][:200] if lines else ""
-    return f"{type(err).__name__}: {text}" if text else type(err).__name__
-
-
 def fetch(
     url: str,
     target: str | Path,
@@ -180,7 +174,7 @@ def fetch(
         except Exception as err:  # network, Drive refusals, gdown's own errors: all mean "failed"
             tmp.unlink(missing_ok=True)
             raise DataError(
-                f"could not download {target.name} ({_reason(err)}); {elsewhere}"
+                f"could not download {target.name} ({describe(err)}); {elsewhere}"
             ) from None
         if not tmp.is_file():
             raise DataError(f"could not download {target.name} (no file written); {elsewhere}")

@@ -8,6 +8,14 @@ traceback.
 from __future__ import annotations
 
 
+def describe(err: BaseException) -> str:
+    """'Type: first line of the message' (at most 200 characters), for one-line errors that
+    name the cause."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    text = lines[0][:200] if lines else ""
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
 class UserError(Exception):
     """An expected failure whose message is all the user needs."""
 

@@ -46,7 +46,7 @@ from tqdm.auto import tqdm
 
 from comm_repro import download
 from comm_repro.atomic import atomic_path, write_json
-from comm_repro.errors import DataError
+from comm_repro.errors import DataError, describe
 
 try:  # numpy >= 2 (numpy.core is a deprecated alias there)
     from numpy._core import multiarray as _multiarray
@@ -223,8 +223,7 @@ def load_pickle(path: str | Path, progress: bool = False) -> tuple[Any, str, int
         IndexError,
         OverflowError,
     ) as err:
-        reason = f"{type(err).__name__}: {err}".splitlines()[0][:200]
-        raise DataError(f"{path} is not a readable pickle of arrays ({reason})") from None
+        raise DataError(f"{path} is not a readable pickle of arrays ({describe(err)})") from None
     return data, reader.digest.hexdigest(), reader.size
 
 
@@ -480,10 +479,6 @@ class AffectSplit:
         return {k: getattr(self, k) for k in MODALITIES}
 
 
-def _reason(err: BaseException) -> str:
-    return f"{type(err).__name__}: {err}".splitlines()[0][:200] if str(err) else type(err).__name__
-
-
 def read_manifest(data_dir: str | Path) -> dict:
     """The manifest of a prepared set; DataError naming the file when missing or unreadable."""
     path = Path(data_dir) / "manifest.json"
@@ -496,7 +491,7 @@ def read_manifest(data_dir: str | Path) -> dict:
             raise ValueError("no splits")
         return manifest
     except (OSError, ValueError, AttributeError) as err:
-        raise DataError(f"{path} is unreadable or incomplete ({_reason(err)}); {hint}") from None
+        raise DataError(f"{path} is unreadable or incomplete ({describe(err)}); {hint}") from None
 
 
 def load_split(data_dir: str | Path, split: str, verify: bool = True) -> AffectSplit:
@@ -518,13 +513,13 @@ def load_split(data_dir: str | Path, split: str, verify: bool = True) -> AffectS
             raise TypeError("digests must be strings")
     except (KeyError, TypeError) as err:
         raise DataError(
-            f"{manifest_path} is unreadable or incomplete ({_reason(err)}); {hint}"
+            f"{manifest_path} is unreadable or incomplete ({describe(err)}); {hint}"
         ) from None
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in ARRAYS}
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as err:
-        raise DataError(f"{path} is unreadable ({_reason(err)}); {hint}") from None
+        raise DataError(f"{path} is unreadable ({describe(err)}); {hint}") from None
     if verify:
         for key, array in arrays.items():
             if (

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from comm_repro.atomic import atomic_path, write_json
-from comm_repro.errors import DataError
+from comm_repro.errors import DataError, describe
 
 SHAPES = (
     "triangle", "square", "plus", "circle", "tee",
@@ -319,8 +319,7 @@ def _read_manifest(path: Path, split: str, hint: str) -> dict[str, str]:
             raise TypeError("digests must be strings")
         return digests
     except (OSError, ValueError, KeyError, TypeError) as err:
-        reason = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
-        raise DataError(f"{path} is unreadable or incomplete ({reason}); {hint}") from None
+        raise DataError(f"{path} is unreadable or incomplete ({describe(err)}); {hint}") from None
 
 
 def load_split(data_dir: str | Path, split: str, verify: bool = True) -> TrifeatureSplit:
@@ -337,8 +336,7 @@ def load_split(data_dir: str | Path, split: str, verify: bool = True) -> Trifeat
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in ARRAYS}
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as err:
-        reason = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
-        raise DataError(f"{path} is unreadable ({reason}); {hint}") from None
+        raise DataError(f"{path} is unreadable ({describe(err)}); {hint}") from None
     for key, array in arrays.items():
         if verify and _sha256(array) != expected[key]:
             raise DataError(f"{path}: array {key!r} does not match {manifest_path.name}; {hint}")
