@@ -17,15 +17,16 @@ import os
 import signal
 import sys
 import time
-import warnings
 from pathlib import Path
 
 from comm_repro.atomic import write_json
 from comm_repro.config import (
     ConfigError,
     apply_overrides,
+    check,
     check_run,
     check_study,
+    load_json,
     load_yaml,
     run_config,
 )
@@ -73,101 +74,82 @@ def _device(args: argparse.Namespace) -> str | None:
     return device
 
 
+def _options(items: list[str] | None) -> dict:
+    """``--option KEY=VALUE`` pairs as a mapping (values parsed as YAML)."""
+    import yaml
+
+    options = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--option {item!r} must look like key=value")
+        options[key] = yaml.safe_load(raw)
+    return options
+
+
 def cmd_prepare(args: argparse.Namespace) -> int:
-    if args.dataset != "trifeatures":
-        return _prepare_affect(args)
-    for option, value in (("--source", args.source), ("--download-to", args.download_to)):
-        if value is not None:
-            raise UserError(f"{option} does not apply to trifeatures: the stimuli are generated")
-    from comm_repro.data import trifeatures as tf
-
-    t0 = time.perf_counter()
-    splits = tf.generate(
-        seed=args.seed, num_per_combination=args.num_per_combination, progress=not args.quiet
-    )
-    tf.save_splits(splits, args.out, seed=args.seed, num_per_combination=args.num_per_combination)
-    counts = ", ".join(f"{k} {len(v.images)}" for k, v in splits.items())
-    print(f"wrote {counts} images to {args.out} in {time.perf_counter() - t0:.1f} s")
-    return 0
-
-
-def _prepare_affect(args: argparse.Namespace) -> int:
-    """A MultiBench affect dataset: the raw pickle (given, found or downloaded), converted once;
-    a raw file with another digest than the known one is prepared with a warning line."""
-    from comm_repro.data import multibench
-
-    if args.source is not None and args.download_to is not None:
-        raise UserError("give --source (a file you have) or --download-to, not both")
-    t0 = time.perf_counter()
-    raw = multibench.obtain_raw(
-        args.dataset, source=args.source, download_to=args.download_to, progress=not args.quiet
-    )
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", multibench.RawDigestWarning)
-        try:
-            manifest = multibench.prepare(args.dataset, raw, args.out, progress=not args.quiet)
-        finally:
-            for w in caught:
-                if issubclass(w.category, multibench.RawDigestWarning):
-                    print(f"comm-repro prepare: warning: {w.message}", file=sys.stderr)
-                else:
-                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    counts = ", ".join(f"{k} {v['count']}" for k, v in manifest["splits"].items())
-    print(
-        f"wrote {counts} samples of {args.dataset} from {raw} to {args.out} in "
-        f"{time.perf_counter() - t0:.1f} s (dropped {manifest['dropped_samples']} with all-zero "
-        f"text, set {manifest['non_finite_replaced']} non-finite values to 0)"
-    )
-    return 0
-
-
-def build_for_run(run_cfg: dict):
-    """The method of a run, with its view transforms, built from the run's resolved settings."""
-    from comm_repro.augment import image_view_transforms
     from comm_repro.data.registry import family
-    from comm_repro.methods import build_method
 
-    kinds = family(run_cfg["dataset"])["modalities"]
-    size = int(run_cfg["dataset"]["resolution"])
-    aug = run_cfg["augment"]
-    if set(kinds) != {"image"}:
-        raise ConfigError(f"only image modalities have view transforms so far, got {kinds}")
-    transforms = [image_view_transforms(size, aug["strong"], aug["weak"]) for _ in kinds]
-    method_cfg = {**run_cfg["model"], **run_cfg["method"]}
-    return build_method(run_cfg["method"]["kind"], method_cfg, transforms)
+    options = _options(args.option)
+    for key, value in (
+        ("generator_seed", args.seed),
+        ("num_per_combination", args.num_per_combination),
+    ):
+        if value is not None:
+            options[key] = value
+    summary = family(args.dataset).prepare(
+        Path(args.out), options, args.source, args.download_to, not args.quiet
+    )
+    print(summary)
+    return 0
 
 
 def _source(config: object, overrides: list[str] | None) -> str:
-    """Where a config came from, for error messages: the file, and whether --set changed it."""
+    """Where settings came from, for error messages: the file, and whether --set changed them."""
     return f"{config}{' with --set' if overrides else ''}"
+
+
+def _pretrain_settings(args: argparse.Namespace) -> tuple[dict, str]:
+    """A run's resolved settings: the file the workflow wrote (--settings), or the run that
+    --dataset, --method and --seed pick out of a study config (--config)."""
+    study_args = (args.config, args.dataset, args.method, args.seed)
+    if args.settings is not None:
+        if any(a is not None for a in study_args):
+            raise ConfigError("give --settings, or --config with --dataset --method --seed")
+        source = _source(args.settings, args.set)
+        run_cfg = apply_overrides(load_yaml(args.settings), args.set or [])
+        return run_cfg, source
+    if any(a is None for a in study_args):
+        raise ConfigError("give --settings, or --config with --dataset, --method and --seed")
+    source = _source(args.config, args.set)
+    cfg = apply_overrides(load_yaml(args.config), args.set or [])
+    check_study(cfg, source)
+    return run_config(cfg, args.dataset, args.method, args.seed), source
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from comm_repro.data.registry import family
+    from comm_repro.methods import build_method
     from comm_repro.provenance import provenance
-    from comm_repro.train import pretrain, resolve_device, seed_everything
+    from comm_repro.train import RUN_RECORD, pretrain, resolve_compute, seed_everything
 
     _setup_compute(args.threads)
-    cfg = apply_overrides(load_yaml(args.config), args.set or [])
-    source = _source(args.config, args.set)
-    check_study(cfg, source)
-    run_cfg = run_config(cfg, args.dataset, args.method, args.seed)
-    if args.device:
-        run_cfg["train"]["device"] = args.device
-    check_run(run_cfg, source=source + (", --device" if args.device else ""))
-    device = _device(args)
-    if device:
-        run_cfg["train"]["device"] = device
+    run_cfg, source = _pretrain_settings(args)
+    check_run(run_cfg, source=source)
+    device, precision = resolve_compute(run_cfg["train"], _device(args))
     t0 = time.perf_counter()
-    data = family(run_cfg["dataset"])["pretrain"](Path(args.data), run_cfg["dataset"])
-    seed_everything(args.seed)
-    method = build_for_run(run_cfg)
-    summary = pretrain(method, data, run_cfg, args.out, progress=not args.quiet)
-    device = resolve_device(run_cfg["train"].get("device", "auto"))
+    data = family(run_cfg["dataset"]["family"]).pretrain_data(Path(args.data), run_cfg["dataset"])
+    seed_everything(run_cfg["seed"])
+    method = build_method(run_cfg, data.sample_shapes())
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    compute = {"device": str(device), "precision": precision}
+    write_json(out / RUN_RECORD, {**run_cfg, "compute": compute})  # before training
+    summary = pretrain(method, data, run_cfg, out, device, precision, progress=not args.quiet)
     write_json(
-        Path(args.out) / "pretrain.json",
+        out / "pretrain.json",
         {
-            "seed": args.seed,
+            "seed": run_cfg["seed"],
             "config": run_cfg,
             "summary": summary,
             "n_train_samples": len(data),
@@ -181,19 +163,32 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 def cmd_probe(args: argparse.Namespace) -> int:
     from comm_repro.data.registry import family
     from comm_repro.evaluate import probe_all
+    from comm_repro.methods import build_method
     from comm_repro.provenance import provenance
-    from comm_repro.train import MODEL, load_torch_file, resolve_device, resolve_precision
+    from comm_repro.train import MODEL, RUN_RECORD, load_torch_file, resolve_compute
 
     _setup_compute(args.threads)
     t0 = time.perf_counter()
-    model_path = Path(args.run) / MODEL
-    if not model_path.exists():
-        raise ConfigError(
-            f"{model_path} not found: run `comm-repro pretrain ... --out {args.run}` first"
-        )
+    run = Path(args.run)
+    model_path, record_path = run / MODEL, run / RUN_RECORD
+    for path in (record_path, model_path):
+        if not path.exists():
+            raise ConfigError(
+                f"{path} not found: run `comm-repro pretrain ... --out {args.run}` first"
+            )
+    record = load_json(record_path)
+    compute = record.pop("compute", {})
+    run_cfg, source = record, str(record_path)
+    if args.settings is not None:
+        probe_settings = load_yaml(args.settings)
+        check(probe_settings, "probe_settings", str(args.settings))
+        run_cfg = {**run_cfg, "probe": probe_settings["probe"]}
+        source += f" and {args.settings}"
+    run_cfg = apply_overrides(run_cfg, args.set or [])
+    check_run(run_cfg, probe=True, source=_source(source, args.set))
     try:
         saved = load_torch_file(model_path)
-        run_cfg = saved["config"]
+        weights = saved["model"]
         pretrained = {"precision": saved.get("precision"), "cpu": saved.get("cpu")}
     except (CheckpointError, KeyError) as err:
         raise CheckpointError(
@@ -201,39 +196,36 @@ def cmd_probe(args: argparse.Namespace) -> int:
             f"`snakemake {model_path} --forcerun pretrain` or the run's `comm-repro pretrain` "
             "command"
         ) from None
-    run_cfg = apply_overrides(run_cfg, args.set or [])
-    checked = run_cfg
-    if args.device:  # checked, not stored: probe.json keeps the run's settings
-        checked = {**run_cfg, "train": {**run_cfg["train"], "device": args.device}}
-    source = _source(f"the settings in {model_path}", args.set) + (
-        ", --device" if args.device else ""
-    )
-    check_run(checked, probe=True, source=source)
-    device = resolve_device(_device(args) or run_cfg["train"].get("device", "auto"))
-    method = build_for_run(run_cfg)
-    method.load_state_dict(saved["model"])
+    # Features in the run's precision setting, resolved for the device this job has.
+    device, precision = resolve_compute(run_cfg["train"], _device(args))
+    dataset = run_cfg["dataset"]
+    data = family(dataset["family"]).probe_data(Path(args.data), dataset, run_cfg["probe"])
+    method = build_method(run_cfg, data.train.sample_shapes())
+    method.load_state_dict(weights)
     method.to(device)
-    data = family(run_cfg["dataset"])["probe"](Path(args.data), run_cfg["dataset"])
     result = probe_all(
         method,
         data,
         run_cfg["probe"],
+        dataset["tasks"],
         device,
         seed=int(run_cfg["seed"]),
-        precision=run_cfg["train"].get("precision", "auto"),
+        precision=precision,
         progress=not args.quiet,
     )
     result.update(
         seed=run_cfg["seed"],
         config=run_cfg,
-        precision=resolve_precision(device, run_cfg["train"].get("precision", "auto")),
-        pretrained=pretrained,
+        precision=precision,
+        pretrained={**pretrained, "compute": compute},
         wall_s=round(time.perf_counter() - t0, 2),
         **provenance(device),
     )
     write_json(args.out, result)
-    summary = ", ".join(f"{t} {m['balanced_accuracy']:.3f}" for t, m in result["tasks"].items())
-    print(f"balanced accuracy: {summary} -> {args.out}")
+    summary = ", ".join(
+        f"{t} {m['metric']} {m[m['metric']]:.3f}" for t, m in result["tasks"].items()
+    )
+    print(f"{summary} -> {args.out}")
     return 0
 
 
@@ -278,18 +270,24 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prepare", help="generate or download and prepare a dataset")
     p.add_argument(
         "dataset",
-        choices=["trifeatures", "mosi", "humor", "sarcasm"],
-        help="trifeatures (generated) or a MultiBench affect dataset (a raw pickle, converted)",
+        help="a dataset family: trifeatures (generated), mosi, humor, sarcasm (a raw pickle, "
+        "converted), or package.module:attribute of one of your own",
     )
     p.add_argument("--out", required=True, type=Path, help="directory for the prepared files")
-    p.add_argument("--seed", type=int, default=42, help="trifeatures: generator seed (paper: 42)")
     p.add_argument(
-        "--num-per-combination", type=int, default=3, help="trifeatures: train images per combo"
+        "--option",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="preparation options (a dataset's prepare: section), e.g. generator_seed=42",
+    )
+    p.add_argument("--seed", type=int, help="trifeatures: generator seed (default and paper: 42)")
+    p.add_argument(
+        "--num-per-combination", type=int, help="trifeatures: train images per combo (default 3)"
     )
     p.add_argument(
         "--source",
         type=Path,
-        help="affect: the authors' pickle, a file you already have (read in place)",
+        help="the raw file, one you already have (read in place; datasets.<name>.source)",
     )
     p.add_argument(
         "--download-to",
@@ -304,27 +302,34 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "pretrain", help="self-supervised pretraining of one (dataset, method, seed)"
     )
-    p.add_argument("--config", required=True, type=Path, help="study config YAML")
-    p.add_argument("--dataset", required=True, help="a key of datasets: in the config")
-    p.add_argument("--method", required=True, help="a key of methods: in the config")
-    p.add_argument("--seed", required=True, type=int)
+    p.add_argument(
+        "--settings", type=Path, help="the run's resolved settings (the workflow's settings.yaml)"
+    )
+    p.add_argument("--config", type=Path, help="or: a study config YAML, with the three below")
+    p.add_argument("--dataset", help="a key of datasets: in the study config")
+    p.add_argument("--method", help="a key of methods: in the study config")
+    p.add_argument("--seed", type=int)
     p.add_argument("--data", required=True, type=Path, help="prepared dataset directory")
     p.add_argument("--out", required=True, type=Path, help="run directory (resumes if present)")
-    p.add_argument(
-        "--set", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.epochs=5"
-    )
+    p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="overrides, e.g. train.epochs=5")
     _add_runtime_options(p)
     p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("probe", help="linear probes on frozen features of a pretrained run")
-    p.add_argument("--run", required=True, type=Path, help="run directory holding model.pt")
+    p.add_argument("--run", required=True, type=Path, help="run directory (run.json, model.pt)")
     p.add_argument("--data", required=True, type=Path, help="prepared dataset directory")
     p.add_argument("--out", required=True, type=Path, help="metrics JSON to write")
+    p.add_argument(
+        "--settings",
+        type=Path,
+        help="probe settings replacing the run's probe section (the workflow's "
+        "probe_settings.yaml)",
+    )
     p.add_argument(
         "--set",
         nargs="*",
         metavar="KEY=VALUE",
-        help="override the run's settings, e.g. probe.max_iter=100 dataset.probe_train_pairs=10000",
+        help="override the run's settings, e.g. probe.max_iter=100 probe.max_train_samples=1000",
     )
     _add_runtime_options(p)
     p.set_defaults(func=cmd_probe)

@@ -15,6 +15,8 @@ from __future__ import annotations
 import ast
 import copy
 import functools
+import hashlib
+import json
 import re
 from importlib import resources
 from pathlib import Path
@@ -41,6 +43,18 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
             raise ConfigError(f"{path}:{place} not valid YAML: {what}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def load_json(path: str | Path) -> dict[str, Any]:
+    """A JSON record the project wrote (run.json); ConfigError naming it when unreadable."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"{path} is unreadable ({err}); write it again with its step") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping, found {type(data).__name__}")
     return data
 
 
@@ -154,30 +168,102 @@ def _section(cfg: dict[str, Any], key: str) -> dict[str, Any]:
     return value
 
 
+# Sections holding defaults that a dataset and then a method may override, key by key.
+OVERRIDABLE = ("model", "encoders", "augment", "train", "probe")
+# Per modality kind: which `encoders:` / `augment:` entry a modality takes by default.
+DEFAULT_METRIC = {
+    "binary": "balanced_accuracy",
+    "multiclass": "balanced_accuracy",
+    "regression": "mse",
+}
+
+
+def merged(base: Any, *overrides: Any) -> Any:
+    """``base`` with each override laid over it: mappings merge key by key (recursively), any
+    other value replaces. The inputs are not modified."""
+    out = copy.deepcopy(base)
+    for over in overrides:
+        if isinstance(out, dict) and isinstance(over, dict):
+            out = {
+                **out,
+                **{k: merged(out[k], v) if k in out else copy.deepcopy(v) for k, v in over.items()},
+            }
+        else:
+            out = copy.deepcopy(over)
+    return out
+
+
+def _modality(m: dict[str, Any], where: str, encoders: dict, augment: dict) -> dict[str, Any]:
+    """A declared modality with its encoder and augmentation resolved from the defaults of its
+    kind and its own overrides."""
+    kind = m["kind"]
+    for section, defaults in (("encoders", encoders), ("augment", augment)):
+        if kind not in defaults:
+            raise ConfigError(
+                f"{where}: a modality of kind {kind!r} needs {section}.{kind} (defaults, or the "
+                f"dataset's own {section}: section)"
+            )
+    resolved = {k: v for k, v in m.items() if k not in ("encoder", "augment")}
+    resolved["encoder"] = merged(encoders[kind], m.get("encoder") or {})
+    resolved["augment"] = merged(augment[kind], m.get("augment") or {})
+    return resolved
+
+
+def _task(t: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **t,
+        "metric": t.get("metric", DEFAULT_METRIC[t["kind"]]),
+        "labels": t.get("labels", t["name"]),
+    }
+
+
 def run_config(cfg: dict[str, Any], dataset: str, method: str, seed: int) -> dict[str, Any]:
-    """The resolved settings of one (dataset, method, seed) run."""
+    """The resolved settings of one (dataset, method, seed) run: the study's defaults, then the
+    dataset's overrides, then the method's; each modality with its own encoder and augmentation,
+    each task with its metric and label source. Everything a run's steps read comes from here."""
     datasets = _section(cfg, "datasets")
     methods = _section(cfg, "methods")
     if dataset not in datasets:
         raise ConfigError(f"datasets.{dataset}: unknown dataset; configured: {sorted(datasets)}")
     if method not in methods:
         raise ConfigError(f"methods.{method}: unknown method; configured: {sorted(methods)}")
-    method_cfg = dict(methods[method] or {})
-    kind = method_cfg.pop("kind", method)
+    ds, me = datasets[dataset] or {}, methods[method] or {}
+    sections = {
+        key: merged(cfg.get(key) or {}, ds.get(key) or {}, me.get(key) or {}) for key in OVERRIDABLE
+    }
+    params = {k: v for k, v in me.items() if k not in OVERRIDABLE}
+    kind = params.pop("kind", method)
+    own = {k: v for k, v in ds.items() if k not in OVERRIDABLE}
+    own["modalities"] = [
+        _modality(
+            m, f"datasets.{dataset}.modalities[{i}]", sections["encoders"], sections["augment"]
+        )
+        for i, m in enumerate(ds.get("modalities") or [])
+    ]
+    own["tasks"] = [_task(t) for t in ds.get("tasks") or []]
     return {
-        "dataset": {"name": dataset, **copy.deepcopy(datasets[dataset])},
-        "method": {"name": method, "kind": kind, **copy.deepcopy(method_cfg)},
-        "model": copy.deepcopy(_section(cfg, "model")),
-        "train": copy.deepcopy(_section(cfg, "train")),
-        "augment": copy.deepcopy(_section(cfg, "augment")),
-        "probe": copy.deepcopy(_section(cfg, "probe")),
+        "dataset": {"name": dataset, **copy.deepcopy(own)},
+        "method": {"name": method, "kind": kind, **copy.deepcopy(params)},
+        "model": sections["model"],
+        "train": sections["train"],
+        "probe": sections["probe"],
         "seed": int(seed),
     }
 
 
+def pretrain_settings(run_cfg: dict[str, Any]) -> dict[str, Any]:
+    """What the pretraining of a run reads: its settings without the probe section (so that a
+    probe setting reruns the probes only)."""
+    return {k: v for k, v in run_cfg.items() if k != "probe"}
+
+
 def check_study(cfg: dict[str, Any], source: str = "") -> None:
-    """A study config as ``comm-repro pretrain --config`` reads it, after its overrides."""
+    """A study config (``comm-repro pretrain --config``, the workflow's config), after its
+    overrides, and every run it can make."""
     check(cfg, "study", source)
+    for dataset in cfg["datasets"]:
+        for method in cfg["methods"]:
+            check_run(run_config(cfg, dataset, method, 0), source=source)
 
 
 def check_run(run_cfg: dict[str, Any], *, probe: bool = False, source: str = "") -> None:
@@ -185,12 +271,52 @@ def check_run(run_cfg: dict[str, Any], *, probe: bool = False, source: str = "")
     check(run_cfg, "probe_run" if probe else "run", source)
     if not probe:
         dataset, batch = run_cfg["dataset"], run_cfg["train"]["batch_size"]
-        if dataset["max_train_pairs"] < batch:
+        pairs = dataset.get("max_train_pairs")
+        if pairs is not None and pairs < batch:
             raise ConfigError(
-                f"datasets.{dataset['name']}.max_train_pairs: {dataset['max_train_pairs']} is "
-                f"below train.batch_size {batch}; a run needs at least one full batch"
+                f"datasets.{dataset['name']}.max_train_pairs: {pairs} is below "
+                f"train.batch_size {batch}; a run needs at least one full batch"
                 + (f" ({source})" if source else "")
             )
+
+
+def data_id(dataset_cfg: dict[str, Any]) -> str:
+    """Where a dataset's prepared files live under the data folder: its family, then each
+    preparation option (``prepare:``) as ``key-value``; datasets that differ only in how they
+    are trained or probed share one prepared copy. A value that is not a plain word is
+    replaced by a digest of it."""
+    parts = [_path_word(str(dataset_cfg["family"]))]
+    for key, value in sorted((dataset_cfg.get("prepare") or {}).items()):
+        parts.append(f"{key}-{_path_word(value if isinstance(value, str) else json.dumps(value))}")
+    return "/".join(parts)
+
+
+def _path_word(text: str) -> str:
+    if re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", text) and text not in (".", ".."):
+        return text
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def table_spec_path(name: str) -> Path:
+    """An experiment's `table:`: a spec name in config/tables/, or a path to a spec file."""
+    if name.endswith((".yaml", ".yml")) or "/" in name:
+        return Path(name)
+    return Path("config") / "tables" / f"{name}.yaml"
+
+
+def experiment_runs(cfg: dict[str, Any], name: str) -> list[tuple[str, str, int]]:
+    """The (dataset, method, seed) runs of experiment ``name``: the datasets its table's columns
+    read, times its methods, times its seeds."""
+    exp = cfg["experiments"][name]
+    spec = load_yaml(table_spec_path(exp["table"]))
+    datasets = list(dict.fromkeys(col["dataset"] for col in spec.get("columns") or []))
+    return [(d, m, int(s)) for d in datasets for m in exp["methods"] for s in exp["seeds"]]
+
+
+def study_runs(cfg: dict[str, Any]) -> list[tuple[str, str, int]]:
+    """Every run of the study's experiments, once."""
+    runs = [run for name in cfg.get("experiments") or {} for run in experiment_runs(cfg, name)]
+    return list(dict.fromkeys(runs))
 
 
 def require(section: dict[str, Any], key: str, where: str) -> Any:

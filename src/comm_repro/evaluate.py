@@ -3,35 +3,40 @@
 Features are computed without augmentation. Each modality bank is encoded once, and only the
 cheap fusion step runs per sample row, so probing 14k Trifeature pairs costs 2 x 2,600 encoder
 passes rather than 28k.
+
+Each task is probed by its kind: logistic regression for binary and multiclass tasks, ridge
+regression for regression tasks. The regularisation is chosen on the dataset's valid split where
+it has one (MultiBench), else on a stratified hold-out of the training features (Trifeature);
+the final probe is refitted on everything but the test split, which alone is scored.
 """
 
 from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
-from sklearn.model_selection import StratifiedShuffleSplit
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    mean_absolute_error,
+    mean_squared_error,
+    r2_score,
+    roc_auc_score,
+)
+from sklearn.model_selection import ShuffleSplit, StratifiedShuffleSplit
 from sklearn.preprocessing import StandardScaler
 from tqdm.auto import tqdm
 
 from comm_repro.data.paired import PairedBank
+from comm_repro.data.registry import ProbeData
 from comm_repro.train import autocast_context
 
 CLASS_WEIGHTS = ("none", "balanced")
-
-
-@dataclass
-class ProbeData:
-    train: PairedBank
-    test: PairedBank
-    train_labels: dict[str, np.ndarray]
-    test_labels: dict[str, np.ndarray]
+CLASSIFICATION = ("binary", "multiclass")
 
 
 def _batches(n: int, batch_size: int, desc: str, progress: bool):
@@ -51,19 +56,56 @@ def extract_features(
     """(P, F) float32 features of every row of ``data``."""
     method.eval()
     encoded = []
-    for m, bank in enumerate(data.banks):
-        chunks = []
+    for m, (bank, masks) in enumerate(zip(data.banks, data.masks)):
+        chunks, chunk_masks = [], []
         for s in _batches(len(bank), batch_size, f"encode modality {m}", progress):
+            x = bank[s : s + batch_size].to(device)
+            mask = None if masks is None else masks[s : s + batch_size].to(device)
             with autocast_context(device, precision):
-                chunks.append(method.encode(m, bank[s : s + batch_size].to(device)).float())
-        encoded.append(torch.cat(chunks))
+                z, z_mask = method.encode(m, x, mask)
+            chunks.append(z.float())
+            chunk_masks.append(z_mask)
+        joined = None if chunk_masks[0] is None else torch.cat(chunk_masks)
+        encoded.append((torch.cat(chunks), joined))
     out = []
     for s in _batches(len(data), batch_size, "fuse", progress):
         idx = data.index[s : s + batch_size].to(device)
+        rows = [
+            (z[idx[:, m]], None if k is None else k[idx[:, m]]) for m, (z, k) in enumerate(encoded)
+        ]
         with autocast_context(device, precision):
-            feats = method.fuse([enc[idx[:, m]] for m, enc in enumerate(encoded)])
+            feats = method.fuse(rows)
         out.append(feats.float().cpu())
     return torch.cat(out).numpy()
+
+
+def _selection(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    valid: tuple[np.ndarray, np.ndarray] | None,
+    holdout: float,
+    seed: int,
+    stratify: bool,
+):
+    """(fit, val, final) feature/label pairs, standardised by the statistics of ``final``:
+    C is chosen by fitting on ``fit`` and scoring ``val``; the probe then refits on ``final``
+    (train + valid, or all of train when val is a hold-out of it)."""
+    if valid is None:
+        final_x, final_y = train_x, train_y
+    else:
+        final_x, final_y = np.concatenate([train_x, valid[0]]), np.concatenate([train_y, valid[1]])
+    scaler = StandardScaler().fit(final_x)
+    # float32 halves the cost of every L-BFGS iteration; the probe needs no more precision.
+    scale = lambda x: scaler.transform(x).astype(np.float32)  # noqa: E731
+    if valid is None:
+        x = scale(train_x)
+        splitter = (StratifiedShuffleSplit if stratify else ShuffleSplit)(
+            n_splits=1, test_size=holdout, random_state=seed
+        )
+        fit_idx, val_idx = next(splitter.split(x, train_y))
+        return (x[fit_idx], train_y[fit_idx]), (x[val_idx], train_y[val_idx]), (x, train_y), scale
+    fit = (scale(train_x), train_y)
+    return fit, (scale(valid[0]), valid[1]), (scale(final_x), final_y), scale
 
 
 def linear_probe(
@@ -76,9 +118,11 @@ def linear_probe(
     seed: int,
     max_iter: int,
     class_weight: str = "none",
+    valid: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict:
-    """Logistic-regression probe; C chosen on a stratified hold-out of the training features by
-    balanced accuracy, then refit on all training features.
+    """Logistic-regression probe; C chosen by balanced accuracy on ``valid`` (features, labels)
+    or, without one, on a stratified hold-out of the training features, then refit on train
+    (+ valid).
 
     ``class_weight``: ``none`` fits the plain log-loss (the authors' probe); ``balanced`` weights
     each class by the inverse of its frequency, so the fit minimises the loss that balanced
@@ -89,24 +133,22 @@ def linear_probe(
     if class_weight not in CLASS_WEIGHTS:
         raise ValueError(f"probe.class_weight must be one of {CLASS_WEIGHTS}, got {class_weight!r}")
     weights = None if class_weight == "none" else class_weight
-    scaler = StandardScaler().fit(train_x)
-    # float32 halves the cost of every L-BFGS iteration; the probe needs no more precision.
-    train_x = scaler.transform(train_x).astype(np.float32)
-    test_x = scaler.transform(test_x).astype(np.float32)
-    split = StratifiedShuffleSplit(n_splits=1, test_size=holdout, random_state=seed)
-    fit_idx, val_idx = next(split.split(train_x, train_y))
+    (fit_x, fit_y), (val_x, val_y), (final_x, final_y), scale = _selection(
+        train_x, train_y, valid, holdout, seed, stratify=True
+    )
+    test_x = scale(test_x)
 
     # Ascending C with warm starts: each fit begins at the previous, more regularised solution,
     # which cuts the L-BFGS iterations of the weakly regularised end of the grid.
     clf = LogisticRegression(max_iter=max_iter, warm_start=True, class_weight=weights)
     scores, unconverged = {}, []
     for c in sorted(cs):
-        if not _fit(clf.set_params(C=c), train_x[fit_idx], train_y[fit_idx]):
+        if not _fit(clf.set_params(C=c), fit_x, fit_y):
             unconverged.append(c)
-        scores[c] = balanced_accuracy_score(train_y[val_idx], clf.predict(train_x[val_idx]))
+        scores[c] = balanced_accuracy_score(val_y, clf.predict(val_x))
     best_c = max(cs, key=lambda c: (scores[c], -c))  # ties: the stronger regularisation
     final = LogisticRegression(C=best_c, max_iter=max_iter, class_weight=weights)
-    final_converged = _fit(final, train_x, train_y)
+    final_converged = _fit(final, final_x, final_y)
     pred = final.predict(test_x)
     binary = len(final.classes_) == 2
     return {
@@ -117,12 +159,49 @@ def linear_probe(
         else None,
         "class_weight": class_weight,
         "best_C": float(best_c),
+        "C_chosen_on": "holdout" if valid is None else "valid",
         "holdout_balanced_accuracy": {f"{c:g}": float(v) for c, v in scores.items()},
         "n_classes": int(len(np.unique(train_y))),
         # Fits that stopped at max_iter: their C may be under-fitted; raise probe.max_iter.
         "unconverged_C": [float(c) for c in unconverged],
         "final_fit_converged": final_converged,
         "final_fit_iterations": int(final.n_iter_.max()),
+    }
+
+
+def ridge_probe(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    test_x: np.ndarray,
+    test_y: np.ndarray,
+    cs: list[float],
+    holdout: float,
+    seed: int,
+    valid: tuple[np.ndarray, np.ndarray] | None = None,
+) -> dict:
+    """Ridge-regression probe of a regression task: the penalty alpha from the grid ``cs``
+    chosen by mean squared error on ``valid`` (or a hold-out of train), then refit on train
+    (+ valid)."""
+    train_y, test_y = train_y.astype(np.float64), test_y.astype(np.float64)
+    if valid is not None:
+        valid = (valid[0], valid[1].astype(np.float64))
+    (fit_x, fit_y), (val_x, val_y), (final_x, final_y), scale = _selection(
+        train_x, train_y, valid, holdout, seed, stratify=False
+    )
+    scores = {
+        a: mean_squared_error(val_y, Ridge(alpha=a).fit(fit_x, fit_y).predict(val_x))
+        for a in sorted(cs)
+    }
+    best = min(cs, key=lambda a: (scores[a], -a))
+    pred = Ridge(alpha=best).fit(final_x, final_y).predict(scale(test_x))
+    return {
+        "mse": float(mean_squared_error(test_y, pred)),
+        "mae": float(mean_absolute_error(test_y, pred)),
+        "r2": float(r2_score(test_y, pred)),
+        "pearson": float(np.corrcoef(test_y.ravel(), pred.ravel())[0, 1]),
+        "best_alpha": float(best),
+        "alpha_chosen_on": "holdout" if valid is None else "valid",
+        "holdout_mse": {f"{a:g}": float(v) for a, v in scores.items()},
     }
 
 
@@ -145,35 +224,49 @@ def probe_all(
     method: torch.nn.Module,
     data: ProbeData,
     probe_cfg: dict,
+    tasks: list[dict],
     device: torch.device,
     seed: int,
     precision: str = "auto",
     progress: bool = True,
 ) -> dict:
-    """Features once, then one probe per task. Returns metrics and timing."""
+    """Features once, then one probe per task (by its kind). Returns metrics and timing."""
     t0 = time.perf_counter()
     batch = int(probe_cfg.get("batch_size", 256))
     train_x = extract_features(method, data.train, device, batch, precision, progress)
     test_x = extract_features(method, data.test, device, batch, precision, progress)
+    valid_x = None
+    if data.valid is not None:
+        valid_x = extract_features(method, data.valid, device, batch, precision, progress)
     extract_s = time.perf_counter() - t0
     cs = [float(c) for c in probe_cfg["C_grid"]]
-    tasks = {}
-    for task in tqdm(data.train_labels, desc="probes", disable=not progress, leave=False):
-        tasks[task] = linear_probe(
-            train_x,
-            data.train_labels[task],
-            test_x,
-            data.test_labels[task],
-            cs=cs,
-            holdout=float(probe_cfg["holdout_fraction"]),
-            seed=seed,
-            max_iter=int(probe_cfg["max_iter"]),
-            class_weight=probe_cfg["class_weight"],
-        )
-    rows = len(data.train) + len(data.test)
+    results = {}
+    for task in tqdm(tasks, desc="probes", disable=not progress, leave=False):
+        name = task["name"]
+        valid = None if valid_x is None else (valid_x, data.valid_labels[name])
+        common = dict(cs=cs, holdout=float(probe_cfg["holdout_fraction"]), seed=seed, valid=valid)
+        if task["kind"] in CLASSIFICATION:
+            results[name] = linear_probe(
+                train_x,
+                data.train_labels[name],
+                test_x,
+                data.test_labels[name],
+                **common,
+                max_iter=int(probe_cfg["max_iter"]),
+                class_weight=probe_cfg["class_weight"],
+            )
+        elif task["kind"] == "regression":
+            results[name] = ridge_probe(
+                train_x, data.train_labels[name], test_x, data.test_labels[name], **common
+            )
+        else:
+            raise ValueError(f"task {name!r}: no probe for tasks of kind {task['kind']!r}")
+        results[name].update(kind=task["kind"], metric=task["metric"])
+    rows = len(data.train) + len(data.test) + (0 if data.valid is None else len(data.valid))
     return {
-        "tasks": tasks,
+        "tasks": results,
         "n_train": len(data.train),
+        "n_valid": 0 if data.valid is None else len(data.valid),
         "n_test": len(data.test),
         "feature_dim": int(train_x.shape[1]),
         "extract_s": round(extract_s, 2),

@@ -39,6 +39,7 @@ from comm_repro.data.paired import PairedBank
 from comm_repro.errors import CheckpointError, TrainingInterrupted, UserError
 from comm_repro.provenance import cpu_info
 
+RUN_RECORD = "run.json"  # a run's resolved settings and compute, written before it trains
 CHECKPOINT = "checkpoint.pt"
 MODEL = "model.pt"
 LOG = "train_log.csv"
@@ -63,8 +64,16 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"train.device is {name!r} but CUDA is not available on this machine")
+        raise UserError(f"train.device is {name!r} but CUDA is not available on this machine")
     return device
+
+
+def resolve_compute(train: dict[str, Any], device: str | None = None) -> tuple[torch.device, str]:
+    """Where and in which precision a job computes: ``device`` (the command line's, or the GPU
+    the job claimed) else ``train.device``, and ``train.precision`` resolved for that device.
+    The one place a run's device and precision are decided."""
+    resolved = resolve_device(device or train.get("device", "auto"))
+    return resolved, resolve_precision(resolved, train.get("precision", "auto"))
 
 
 @functools.cache
@@ -93,12 +102,14 @@ def autocast_context(device: torch.device, precision: str):
 
 
 def training_settings(run_cfg: dict[str, Any], precision: str) -> dict[str, Any]:
-    """The settings that decide a run's weights, given the training data: the dataset section is
-    left out because the data digest stands for it (and its probe-only keys do not matter)."""
+    """The settings that decide a run's weights, given the training data: of the dataset only
+    its modalities' encoders and augmentations, since the data digest stands for the rest (and
+    its probe-only keys do not matter)."""
     train = {k: v for k, v in run_cfg["train"].items() if k not in RUNTIME_KEYS}
     train["precision"] = precision
-    sections = {k: run_cfg[k] for k in ("method", "model", "augment") if k in run_cfg}
-    return {**sections, "train": train, "seed": int(run_cfg["seed"])}
+    sections = {k: run_cfg[k] for k in ("method", "model") if k in run_cfg}
+    modalities = run_cfg.get("dataset", {}).get("modalities", [])
+    return {**sections, "modalities": modalities, "train": train, "seed": int(run_cfg["seed"])}
 
 
 def fingerprint(settings: dict[str, Any], data_digest: str) -> str:
@@ -235,11 +246,14 @@ def pretrain(
     data: PairedBank,
     run_cfg: dict[str, Any],
     out_dir: str | Path,
+    device: torch.device,
+    precision: str,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Train ``method`` on ``data``; resumable. Writes ``checkpoint.pt`` each epoch, then
-    ``train_log.csv`` and ``model.pt`` (also when the checkpoint was already at the last epoch).
-    Returns a summary (epochs, wall time, last row, device, precision, fingerprint)."""
+    """Train ``method`` on ``data`` on ``device`` in ``precision`` (see ``resolve_compute``);
+    resumable. Writes ``checkpoint.pt`` each epoch, then ``train_log.csv`` and ``model.pt``
+    (also when the checkpoint was already at the last epoch). Returns a summary (epochs, wall
+    time, last row, device, precision, fingerprint)."""
     train = run_cfg["train"]
     epochs, batch_size = int(train["epochs"]), int(train["batch_size"])
     if len(data) < batch_size:
@@ -249,8 +263,6 @@ def pretrain(
         )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(train.get("device", "auto"))
-    precision = resolve_precision(device, train.get("precision", "auto"))
     settings = training_settings(run_cfg, precision)
     run_fingerprint = fingerprint(settings, data.digest())
     # channels_last speeds up the convolutions on CUDA and on oneDNN CPUs alike.

@@ -1,9 +1,15 @@
-# Paths, wildcard constraints and the config slices each job sees.
+# Paths, wildcard constraints, the runs each experiment declares and the settings each job reads.
 
 import shlex
 import shutil
+import sys
 
 import yaml
+
+sys.path.insert(0, str(Path(workflow.basedir).parent / "src"))
+# The settings logic of the command line (plain Python: PyYAML and jsonschema, which Snakemake
+# brings), so that the workflow resolves a run's settings exactly as `comm-repro` does.
+from comm_repro import config as settings  # noqa: E402
 
 RESULTS = "results"
 RUN = f"{RESULTS}/runs/{{dataset}}/{{method}}/seed{{seed}}"
@@ -17,30 +23,33 @@ def _alternatives(names):
 wildcard_constraints:
     dataset=_alternatives(config["datasets"]),
     method=_alternatives(config["methods"]),
+    experiment=_alternatives(config.get("experiments") or {"none": None}),
     seed=r"\d+",
-    generator_seed=r"\d+",
 
 
 def check_config():
-    """Cross-key checks the schema cannot express; messages name the key."""
-    for role in ("unbiased", "biased"):
-        name = config["fig4"][role]
-        if name not in config["datasets"]:
-            raise ValueError(
-                f"fig4.{role} is {name!r}, not a key of datasets: {sorted(config['datasets'])}"
-            )
-        pairing = config["datasets"][name]["pairing"]
-        if pairing != role:
-            raise ValueError(
-                f"fig4.{role} names dataset {name!r}, whose pairing is {pairing!r}"
-            )
-    batch = config["train"]["batch_size"]
-    for name, dataset in config["datasets"].items():
-        if dataset["max_train_pairs"] < batch:
-            raise ValueError(
-                f"datasets.{name}.max_train_pairs is {dataset['max_train_pairs']}, below "
-                f"train.batch_size {batch}: a run needs at least one full batch"
-            )
+    """Every run the study can make (settings and the schema's cross-key checks), and what the
+    experiments name; messages name the key."""
+    try:
+        settings.check_study(config, "the workflow's config")
+    except settings.ConfigError as err:
+        raise WorkflowError(str(err)) from None
+    for name, exp in (config.get("experiments") or {}).items():
+        spec = settings.table_spec_path(exp["table"])
+        if not spec.is_file():
+            raise WorkflowError(f"experiments.{name}.table: {spec} not found")
+        for method in exp["methods"]:
+            if method not in config["methods"]:
+                raise WorkflowError(
+                    f"experiments.{name}.methods: {method!r} is not a key of methods: "
+                    f"{sorted(config['methods'])}"
+                )
+        for dataset in experiment_datasets(name):
+            if dataset not in config["datasets"]:
+                raise WorkflowError(
+                    f"experiments.{name}: its table {spec} reads dataset {dataset!r}, which "
+                    f"is not a key of datasets: {sorted(config['datasets'])}"
+                )
 
 
 def check_cli():
@@ -56,55 +65,55 @@ def check_cli():
         )
 
 
+def experiments():
+    return list(config.get("experiments") or {})
+
+
+def experiment_datasets(name):
+    spec = settings.load_yaml(settings.table_spec_path(config["experiments"][name]["table"]))
+    return list(dict.fromkeys(column["dataset"] for column in spec.get("columns") or []))
+
+
 check_config()
 check_cli()
 
 
+# Prepared data: datasets that differ only in training or probing share one prepared copy.
+PREPARED = {}
+for _name, _dataset in config["datasets"].items():
+    PREPARED.setdefault(settings.data_id(_dataset), _dataset)
+
+
 def data_dir(dataset):
-    cfg = config["datasets"][dataset]
-    return f"{RESULTS}/data/{cfg['family']}/seed{cfg['generator_seed']}"
+    return f"{RESULTS}/data/{settings.data_id(config['datasets'][dataset])}"
 
 
 def data_files(dataset):
-    folder = data_dir(dataset)
-    return [f"{folder}/train.npz", f"{folder}/test.npz", f"{folder}/manifest.json"]
+    return [f"{data_dir(dataset)}/manifest.json"]
 
 
-# Dataset keys that only the probes read; like the probe section, they reach the probe job as
-# overrides, so that changing them reruns the probes and not the pretraining.
-DATASET_PROBE_KEYS = ("probe_train_pairs", "probe_tasks")
+def prepare_arguments(wildcards):
+    """`comm-repro prepare` options of a prepared copy: the dataset's prepare: section, and the
+    raw file when the study names one (datasets.<name>.source)."""
+    dataset = PREPARED[wildcards.data_id]
+    items = [f"{key}={value}" for key, value in sorted((dataset.get("prepare") or {}).items())]
+    args = f"--option {' '.join(shlex.quote(i) for i in items)}" if items else ""
+    if dataset.get("source"):
+        args += f" --source {shlex.quote(str(dataset['source']))}"
+    return args
 
 
 def run_settings(wildcards):
-    """The study slice one pretraining run depends on (probe settings excluded: changing them
-    reruns the probes only). Snakemake reruns a job whose params changed."""
-    dataset = {
-        key: value
-        for key, value in config["datasets"][wildcards.dataset].items()
-        if key not in DATASET_PROBE_KEYS
-    }
-    return {
-        "seeds": [int(wildcards.seed)],
-        "datasets": {wildcards.dataset: dataset},
-        "methods": {wildcards.method: config["methods"][wildcards.method]},
-        **{key: config[key] for key in ("model", "train", "augment")},
-        "probe": {},
-    }
+    """The resolved settings of one run, as its pretraining reads them (comm_repro.config):
+    Snakemake reruns the job whose settings changed."""
+    run = settings.run_config(config, wildcards.dataset, wildcards.method, int(wildcards.seed))
+    return settings.pretrain_settings(run)
 
 
-def probe_overrides(wildcards):
-    """`--set KEY=VALUE ...` arguments carrying the probe settings: the probe section and the
-    dataset's probe keys."""
-    dataset = config["datasets"][wildcards.dataset]
-    settings = {f"probe.{key}": value for key, value in config["probe"].items()}
-    settings |= {
-        f"dataset.{key}": dataset[key] for key in DATASET_PROBE_KEYS if key in dataset
-    }
-    items = [
-        f"{key}={yaml.safe_dump(value, default_flow_style=True).strip()}"
-        for key, value in sorted(settings.items())
-    ]
-    return " ".join(shlex.quote(item) for item in items)
+def probe_settings(wildcards):
+    """The probe section of one run (changing it reruns the probes only)."""
+    run = settings.run_config(config, wildcards.dataset, wildcards.method, int(wildcards.seed))
+    return {"probe": run["probe"]}
 
 
 def job_resources(stage, key):
@@ -121,27 +130,29 @@ def output_prefix(wildcards, output):
     return str(Path(output[0]).with_suffix(""))
 
 
-def runs(datasets=None, methods=None, file="probe.json"):
-    return expand(
-        f"{RUN}/{file}",
-        dataset=datasets or list(config["datasets"]),
-        method=methods or list(config["methods"]),
-        seed=config["seeds"],
-    )
+def experiment_runs(name, file="probe.json"):
+    runs = settings.experiment_runs(config, name)
+    return [
+        f"{RESULTS}/runs/{dataset}/{method}/seed{seed}/{file}"
+        for dataset, method, seed in runs
+    ]
 
 
-def fig4_probes():
-    fig4 = config["fig4"]
-    return runs(datasets=[fig4["unbiased"], fig4["biased"]])
+def experiment_spec(wildcards):
+    return str(settings.table_spec_path(config["experiments"][wildcards.experiment]["table"]))
+
+
+def reported_experiments():
+    return [e for e in experiments() if config["experiments"][e].get("report")]
 
 
 def all_targets():
-    return [
-        *runs(),
-        *multiext(f"{RESULTS}/tables/fig4_trifeatures", ".csv", ".md", ".tex"),
-        *multiext(f"{RESULTS}/figures/fig4_trifeatures", ".png", ".pdf"),
-        *multiext(f"{RESULTS}/figures/training_curves_trifeatures", ".png", ".pdf"),
-        f"{RESULTS}/reports/trifeatures.ipynb",
-        f"{RESULTS}/reports/trifeatures.html",
-        f"{RESULTS}/reports/index.html",
-    ]
+    targets = []
+    for name in experiments():
+        targets += experiment_runs(name)
+        targets += multiext(f"{RESULTS}/tables/{name}", ".csv", ".md", ".tex")
+        targets += multiext(f"{RESULTS}/figures/{name}", ".png", ".pdf")
+        targets += multiext(f"{RESULTS}/figures/training_curves_{name}", ".png", ".pdf")
+    for name in reported_experiments():
+        targets += [f"{RESULTS}/reports/{name}.ipynb", f"{RESULTS}/reports/{name}.html"]
+    return targets + [f"{RESULTS}/reports/index.html"]

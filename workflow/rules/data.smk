@@ -1,22 +1,23 @@
-rule prepare_trifeatures:
+# One rule prepares every dataset: generated (Trifeature) or converted from the raw file, which
+# is downloaded when the study names none (datasets.<name>.source) and it is not found at the
+# default place. A missing raw file stops the workflow here, with what to fetch and where.
+
+
+rule prepare:
     output:
-        multiext(
-            f"{RESULTS}/data/trifeatures/seed{{generator_seed}}/",
-            "train.npz",
-            "test.npz",
-            "manifest.json",
-        ),
+        f"{RESULTS}/data/{{data_id}}/manifest.json",
     log:
-        f"{RESULTS}/logs/prepare/trifeatures_seed{{generator_seed}}.log",
+        f"{RESULTS}/logs/prepare/{{data_id}}.log",
     conda:
         "../envs/comm.yaml"
-    # Fixed cost, whatever the study: 2,600 renders at 224 px (about 25 s and 1.8 GB peak on
-    # one core). Stated so that a cluster job does not get Snakemake's 1 GB default.
+    threads: job_resources("prepare", "threads")
     resources:
-        mem_mb=4000,
-        runtime=20,
+        mem_mb=job_resources("prepare", "mem_mb"),
+        runtime=job_resources("prepare", "runtime"),
     params:
+        family=lambda wildcards: PREPARED[wildcards.data_id]["family"],
         out=lambda wildcards, output: Path(output[0]).parent,
+        options=prepare_arguments,
     shell:
-        "comm-repro prepare trifeatures --seed {wildcards.generator_seed} --out {params.out} --quiet "
+        "comm-repro prepare {params.family} {params.options} --out {params.out} --quiet "
         "> {log} 2>&1"

@@ -1,6 +1,7 @@
 rule probe:
     input:
         model=f"{RUN}/model.pt",
+        settings=f"{RUN}/probe_settings.yaml",
         data=lambda wildcards: data_files(wildcards.dataset),
     output:
         f"{RUN}/probe.json",
@@ -18,8 +19,7 @@ rule probe:
     params:
         data=lambda wildcards: data_dir(wildcards.dataset),
         run=lambda wildcards, input: Path(input.model).parent,
-        settings=probe_overrides,
         gpu=gpu_lock_args("probe"),
     shell:
-        "comm-repro probe --run {params.run} --data {params.data} --out {output} "
-        "--threads {threads} {params.gpu} --quiet --exit-with-parent --set {params.settings} > {log} 2>&1"
+        "comm-repro probe --run {params.run} --settings {input.settings} --data {params.data} "
+        "--out {output} --threads {threads} {params.gpu} --quiet --exit-with-parent > {log} 2>&1"

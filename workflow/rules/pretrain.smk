@@ -1,3 +1,6 @@
+# A run's settings are resolved once, here, into files its jobs read (comm_repro.config).
+
+
 rule run_settings:
     output:
         f"{RUN}/settings.yaml",
@@ -6,6 +9,19 @@ rule run_settings:
     localrule: True
     params:
         settings=run_settings,
+    run:
+        with open(output[0], "w") as f:
+            yaml.safe_dump(params.settings, f, sort_keys=False)
+
+
+rule probe_settings:
+    output:
+        f"{RUN}/probe_settings.yaml",
+    log:
+        f"{RESULTS}/logs/settings/{{dataset}}/{{method}}/seed{{seed}}_probe.log",
+    localrule: True
+    params:
+        settings=probe_settings,
     run:
         with open(output[0], "w") as f:
             yaml.safe_dump(params.settings, f, sort_keys=False)
@@ -37,6 +53,5 @@ rule pretrain:
         run=lambda wildcards, output: Path(output.model).parent,
         gpu=gpu_lock_args("pretrain"),
     shell:
-        "comm-repro pretrain --config {input.settings} --dataset {wildcards.dataset} "
-        "--method {wildcards.method} --seed {wildcards.seed} --data {params.data} "
+        "comm-repro pretrain --settings {input.settings} --data {params.data} "
         "--out {params.run} --threads {threads} {params.gpu} --exit-with-parent > {log} 2>&1"

@@ -1,49 +1,52 @@
-# Aggregation, figures and the report notebook: cheap, so they run on the submitting host.
+# Aggregation, figures and the report notebooks: cheap, so they run on the submitting host.
+# One rule of each kind serves every experiment: its table spec (config/tables/) says what the
+# table holds, the experiment which runs fill it.
 
 
-rule table_fig4:
+rule table:
     input:
-        fig4_probes(),
+        spec=experiment_spec,
+        probes=lambda wildcards: experiment_runs(wildcards.experiment),
     output:
-        multiext(f"{RESULTS}/tables/fig4_trifeatures", ".csv", ".md", ".tex"),
+        multiext(f"{RESULTS}/tables/{{experiment}}", ".csv", ".md", ".tex"),
     log:
-        f"{RESULTS}/logs/report/table_fig4.log",
+        f"{RESULTS}/logs/report/table_{{experiment}}.log",
     localrule: True
     conda:
         "../envs/comm.yaml"
     params:
         prefix=output_prefix,
-        unbiased=config["fig4"]["unbiased"],
-        biased=config["fig4"]["biased"],
-        methods=list(config["methods"]),
+        methods=lambda wildcards: config["experiments"][wildcards.experiment]["methods"],
     shell:
-        "comm-repro table fig4 --probes {input} --unbiased {params.unbiased} "
-        "--biased {params.biased} --methods {params.methods} --out {params.prefix} > {log} 2>&1"
+        "comm-repro table --spec {input.spec} --probes {input.probes} "
+        "--methods {params.methods} --out {params.prefix} > {log} 2>&1"
 
 
-rule figure_fig4:
+rule figure_table:
     input:
-        f"{RESULTS}/tables/fig4_trifeatures.csv",
+        spec=experiment_spec,
+        table=f"{RESULTS}/tables/{{experiment}}.csv",
     output:
-        multiext(f"{RESULTS}/figures/fig4_trifeatures", ".png", ".pdf"),
+        multiext(f"{RESULTS}/figures/{{experiment}}", ".png", ".pdf"),
     log:
-        f"{RESULTS}/logs/report/figure_fig4.log",
+        f"{RESULTS}/logs/report/figure_{{experiment}}.log",
     localrule: True
     conda:
         "../envs/comm.yaml"
     params:
         prefix=output_prefix,
     shell:
-        "comm-repro figure fig4 --table {input} --out {params.prefix} > {log} 2>&1"
+        "comm-repro figure table --spec {input.spec} --table {input.table} "
+        "--out {params.prefix} > {log} 2>&1"
 
 
 rule figure_training_curves:
     input:
-        runs(file="train_log.csv"),
+        lambda wildcards: experiment_runs(wildcards.experiment, "pretrain.json"),
     output:
-        multiext(f"{RESULTS}/figures/training_curves_trifeatures", ".png", ".pdf"),
+        multiext(f"{RESULTS}/figures/training_curves_{{experiment}}", ".png", ".pdf"),
     log:
-        f"{RESULTS}/logs/report/figure_training_curves.log",
+        f"{RESULTS}/logs/report/figure_training_curves_{{experiment}}.log",
     localrule: True
     conda:
         "../envs/comm.yaml"
@@ -54,39 +57,39 @@ rule figure_training_curves:
         "comm-repro figure curves --runs {params.runs} --out {params.prefix} > {log} 2>&1"
 
 
-rule report_trifeatures:
+rule report_notebook:
     input:
-        notebook="notebooks/trifeatures.ipynb",
-        table=multiext(f"{RESULTS}/tables/fig4_trifeatures", ".csv", ".md"),
+        notebook=lambda wildcards: f"notebooks/{config['experiments'][wildcards.experiment]['report']}.ipynb",
+        table=multiext(f"{RESULTS}/tables/{{experiment}}", ".csv", ".md"),
         figures=[
-            f"{RESULTS}/figures/fig4_trifeatures.png",
-            f"{RESULTS}/figures/training_curves_trifeatures.png",
+            f"{RESULTS}/figures/{{experiment}}.png",
+            f"{RESULTS}/figures/training_curves_{{experiment}}.png",
         ],
-        probes=runs(),
-        logs=runs(file="train_log.csv"),
-        data=data_files(config["fig4"]["unbiased"]),
+        probes=lambda wildcards: experiment_runs(wildcards.experiment),
+        data=lambda wildcards: data_files(experiment_datasets(wildcards.experiment)[0]),
     output:
-        f"{RESULTS}/reports/trifeatures.ipynb",
+        f"{RESULTS}/reports/{{experiment}}.ipynb",
     log:
-        f"{RESULTS}/logs/report/trifeatures_notebook.log",
+        f"{RESULTS}/logs/report/{{experiment}}_notebook.log",
     localrule: True
     conda:
         "../envs/comm.yaml"
     params:
         results=Path(RESULTS).resolve(),
-        data=Path(data_dir(config["fig4"]["unbiased"])).resolve(),
+        data=lambda wildcards, input: Path(input.data[0]).parent.resolve(),
     shell:
         "papermill {input.notebook} {output} -p results_dir {params.results} "
-        "-p data_dir {params.data} --no-progress-bar > {log} 2>&1"
+        "-p experiment {wildcards.experiment} -p data_dir {params.data} --no-progress-bar "
+        "> {log} 2>&1"
 
 
 rule report_html:
     input:
-        f"{RESULTS}/reports/{{name}}.ipynb",
+        f"{RESULTS}/reports/{{experiment}}.ipynb",
     output:
-        f"{RESULTS}/reports/{{name}}.html",
+        f"{RESULTS}/reports/{{experiment}}.html",
     log:
-        f"{RESULTS}/logs/report/{{name}}_html.log",
+        f"{RESULTS}/logs/report/{{experiment}}_html.log",
     localrule: True
     conda:
         "../envs/comm.yaml"
@@ -94,9 +97,11 @@ rule report_html:
         "jupyter nbconvert --to html {input} --output-dir $(dirname {output}) > {log} 2>&1"
 
 
+# The index opens with the scorecard: every paper cell the study reached, beside ours.
 rule report_index:
     input:
-        f"{RESULTS}/reports/trifeatures.html",
+        reports=[f"{RESULTS}/reports/{e}.html" for e in reported_experiments()],
+        tables=[f"{RESULTS}/tables/{e}.csv" for e in experiments()],
     output:
         f"{RESULTS}/reports/index.html",
     log:
@@ -104,5 +109,8 @@ rule report_index:
     localrule: True
     conda:
         "../envs/comm.yaml"
+    params:
+        tables=[f"{e}={RESULTS}/tables/{e}.csv" for e in experiments()],
     shell:
-        "comm-repro index --reports {input} --out {output} > {log} 2>&1"
+        "comm-repro index --reports {input.reports} --tables {params.tables} --out {output} "
+        "> {log} 2>&1"

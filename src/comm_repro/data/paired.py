@@ -1,24 +1,40 @@
-"""Multimodal samples as per-modality banks plus index rows.
+"""Multimodal samples as per-modality banks plus index rows, and the batches drawn from them.
 
 A bimodal Trifeature pair is two images of one image set, so storing each image once and a
 (P, n_modalities) table of indices keeps the whole training set in memory (and on the GPU) at the
 cost of one gather per batch. Datasets whose modalities are aligned one-to-one use
-``index[:, m] = arange(N)``.
+``index[:, m] = arange(N)``. Padded sequence modalities carry a (N, T) bool mask bank beside
+their inputs (True at real steps); labels, when a dataset has them, are indexed by row.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 
 @dataclass
+class Batch:
+    """What a method's ``loss`` receives: one input tensor per modality, its padding mask (None
+    where every step is real) and the labels of the samples by task."""
+
+    inputs: list[torch.Tensor]
+    masks: list[torch.Tensor | None]
+    labels: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.inputs[0].shape[0])
+
+
+@dataclass
 class PairedBank:
     banks: list[torch.Tensor]  # one tensor per modality, first axis indexes its samples
     index: torch.Tensor  # (P, n_modalities) int64: row p takes banks[m][index[p, m]]
+    masks: list[torch.Tensor | None] | None = None  # per modality, rows as in banks[m]
+    labels: dict[str, torch.Tensor] = field(default_factory=dict)  # per task, (P, ...)
 
     def __post_init__(self) -> None:
         if self.index.ndim != 2 or self.index.shape[1] != len(self.banks):
@@ -26,15 +42,53 @@ class PairedBank:
                 f"index must be (P, {len(self.banks)}) for {len(self.banks)} modalities, "
                 f"got {tuple(self.index.shape)}"
             )
+        if self.masks is None:
+            self.masks = [None] * len(self.banks)
+        if len(self.masks) != len(self.banks):
+            raise ValueError(f"got {len(self.masks)} masks for {len(self.banks)} modalities")
+        for task, labels in self.labels.items():
+            if labels.shape[0] != len(self):
+                raise ValueError(f"labels {task!r} have {labels.shape[0]} rows, not {len(self)}")
 
     @classmethod
-    def from_numpy(cls, banks: list[np.ndarray], index: np.ndarray) -> PairedBank:
-        # Modalities that share one array (both Trifeature images) share one tensor too.
+    def from_numpy(
+        cls,
+        banks: list[np.ndarray],
+        index: np.ndarray,
+        masks: list[np.ndarray | None] | None = None,
+        labels: dict[str, np.ndarray] | None = None,
+    ) -> PairedBank:
+        # Modalities that share one array (both Trifeature images, one mask of aligned
+        # sequences) share one tensor too.
         tensors: dict[int, torch.Tensor] = {}
-        shared = [
-            tensors.setdefault(id(b), torch.from_numpy(np.ascontiguousarray(b))) for b in banks
-        ]
-        return cls(shared, torch.from_numpy(np.asarray(index, dtype=np.int64)))
+
+        def tensor(a: np.ndarray | None) -> torch.Tensor | None:
+            if a is None:
+                return None
+            return tensors.setdefault(id(a), torch.from_numpy(np.ascontiguousarray(a)))
+
+        return cls(
+            [tensor(b) for b in banks],
+            torch.from_numpy(np.asarray(index, dtype=np.int64)),
+            None if masks is None else [tensor(m) for m in masks],
+            {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in (labels or {}).items()},
+        )
+
+    @classmethod
+    def aligned(
+        cls,
+        banks: list[np.ndarray],
+        masks: list[np.ndarray | None] | None = None,
+        labels: dict[str, np.ndarray] | None = None,
+    ) -> PairedBank:
+        """Modalities aligned one-to-one: sample i of every bank forms row i."""
+        n = len(banks[0])
+        index = np.repeat(np.arange(n, dtype=np.int64)[:, None], len(banks), axis=1)
+        return cls.from_numpy(banks, index, masks, labels)
+
+    def sample_shapes(self) -> list[tuple[int, ...]]:
+        """Each modality's sample shape (without the batch axis)."""
+        return [tuple(b.shape[1:]) for b in self.banks]
 
     @property
     def n_modalities(self) -> int:
@@ -45,20 +99,36 @@ class PairedBank:
 
     def to(self, device: torch.device | str) -> PairedBank:
         moved: dict[int, torch.Tensor] = {}
-        banks = [moved.setdefault(id(b), b.to(device)) for b in self.banks]
-        return PairedBank(banks, self.index.to(device))
+
+        def move(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else moved.setdefault(id(t), t.to(device))
+
+        return PairedBank(
+            [move(b) for b in self.banks],
+            self.index.to(device),
+            [move(m) for m in self.masks],
+            {k: v.to(device) for k, v in self.labels.items()},
+        )
 
     def digest(self) -> str:
-        """sha256 of every bank and the index (shapes and dtypes included): what a run trains on,
-        so that a rerun can tell the same data from changed data."""
+        """sha256 of every bank, mask, label and the index (shapes and dtypes included): what a
+        run trains on, so that a rerun can tell the same data from changed data."""
         h = hashlib.sha256()
-        for tensor in [*self.banks, self.index]:
+        extra = [m for m in self.masks if m is not None] + [
+            self.labels[k] for k in sorted(self.labels)
+        ]
+        for tensor in [*self.banks, self.index, *extra]:
             t = tensor.detach().cpu().contiguous()
             h.update(f"{tuple(t.shape)}{t.dtype};".encode())
             h.update(t.view(torch.uint8).numpy() if t.numel() else b"")
         return h.hexdigest()
 
-    def gather(self, rows: torch.Tensor) -> list[torch.Tensor]:
-        """The samples of ``rows``, one batch tensor per modality."""
-        idx = self.index[rows.to(self.index.device)]
-        return [bank[idx[:, m]] for m, bank in enumerate(self.banks)]
+    def gather(self, rows: torch.Tensor) -> Batch:
+        """The samples of ``rows`` as a batch."""
+        rows = rows.to(self.index.device)
+        idx = self.index[rows]
+        return Batch(
+            [bank[idx[:, m]] for m, bank in enumerate(self.banks)],
+            [None if mask is None else mask[idx[:, m]] for m, mask in enumerate(self.masks)],
+            {k: v[rows] for k, v in self.labels.items()},
+        )

@@ -1,78 +1,250 @@
-"""Dataset families by name: what a run trains on and what its probes see."""
+"""Dataset families: how a dataset is prepared, and what its runs train and are probed on.
+
+A family is an object with three methods (see :class:`Family`); the project's own are listed in
+``FAMILIES``, and ``datasets.<name>.family: package.module:attribute`` names one defined
+elsewhere, imported when a run needs it. A dataset's config declares its modalities (name,
+kind) and tasks (name, kind, metric, labels); the family checks that its data provides them
+and returns them in the declared order.
+"""
 
 from __future__ import annotations
 
+import importlib
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from comm_repro.config import ConfigError, require
-from comm_repro.data import trifeatures as tf
+import numpy as np
+
+from comm_repro.config import ConfigError
 from comm_repro.data.paired import PairedBank
-from comm_repro.evaluate import ProbeData
 
 
-def _trifeature_split(data_dir: Path, split: str, cfg: dict[str, Any]) -> tf.TrifeatureSplit:
-    loaded = tf.load_split(data_dir, split)
-    size = int(require(cfg, "resolution", "datasets.<name>"))
-    loaded.images = tf.downsample(loaded.images, size)
-    return loaded
+@dataclass
+class ProbeData:
+    """Frozen-feature probes: train (fitted), test (scored) and, where the dataset has one, a
+    valid split on which the probe's C is chosen (else a hold-out of train is)."""
+
+    train: PairedBank
+    test: PairedBank
+    train_labels: dict[str, np.ndarray]
+    test_labels: dict[str, np.ndarray]
+    valid: PairedBank | None = None
+    valid_labels: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-def _trifeature_pairing(cfg: dict[str, Any]) -> bool:
-    pairing = require(cfg, "pairing", "datasets.<name>")
-    if pairing not in ("biased", "unbiased"):
-        raise ConfigError(f"datasets.<name>.pairing must be biased or unbiased, got {pairing!r}")
-    return pairing == "biased"
+class Family(Protocol):
+    def prepare(
+        self,
+        out_dir: Path,
+        options: dict[str, Any],
+        source: Path | None,
+        download_to: str | None,
+        progress: bool,
+    ) -> str:
+        """Make the prepared files in ``out_dir`` (``manifest.json`` last); return a summary
+        line. ``options``: the dataset's ``prepare:`` section."""
+
+    def pretrain_data(self, data_dir: Path, dataset: dict[str, Any]) -> PairedBank:
+        """The training samples, modalities in the order ``dataset['modalities']`` declares."""
+
+    def probe_data(
+        self, data_dir: Path, dataset: dict[str, Any], probe: dict[str, Any]
+    ) -> ProbeData:
+        """Labelled splits for the probes, one label array per declared task."""
 
 
-def trifeature_pretrain_data(data_dir: Path, cfg: dict[str, Any]) -> PairedBank:
-    split = _trifeature_split(data_dir, "train", cfg)
-    pairs = tf.make_pairs(
-        split,
-        biased=_trifeature_pairing(cfg),
-        max_pairs=int(cfg["max_train_pairs"]),
-        seed=int(cfg["pairing_seed"]),
-    )
-    return PairedBank.from_numpy([split.images, split.images], pairs)
+def declared(dataset: dict[str, Any], known: dict[str, str], what: str = "modalities") -> None:
+    """Check that every declared modality (or task label) is one the family has, of the kind it
+    has; ``known`` maps a name to its kind (None: any kind)."""
+    for i, item in enumerate(dataset.get(what) or []):
+        key = item["labels"] if what == "tasks" else item["name"]
+        where = f"datasets.{dataset.get('name')}.{what}[{i}]"
+        if key not in known:
+            raise ConfigError(f"{where}: {key!r} is not in this dataset; it has {sorted(known)}")
+        if what == "modalities" and known[key] not in (None, item["kind"]):
+            raise ConfigError(f"{where}: {key!r} is a {known[key]} modality, not {item['kind']}")
 
 
-def trifeature_probe_data(data_dir: Path, cfg: dict[str, Any]) -> ProbeData:
-    """Probes always use unbiased pairs, as in the paper: the synergy label is then rare (~10 %)
-    and balanced accuracy tells whether the mapping was learned."""
-    mapping = tf.synergy_mapping(int(cfg["generator_seed"]))
-    tasks = cfg.get("probe_tasks", list(tf.TASKS))
-    unknown = sorted(set(tasks) - set(tf.TASKS))
-    if unknown or not tasks:
-        raise ConfigError(
-            f"datasets.<name>.probe_tasks must be a non-empty subset of {list(tf.TASKS)}, "
-            f"got {tasks}"
+# ---------------------------------------------------------------------------------------------
+# Trifeature (generated)
+
+
+class TrifeatureFamily:
+    """Bimodal Trifeature: two images of one rendered set per pair (datasets.md §5)."""
+
+    def prepare(self, out_dir, options, source, download_to, progress):
+        from comm_repro.data import trifeatures as tf
+
+        for option, value in (("--source", source), ("--download-to", download_to)):
+            if value is not None:
+                raise ConfigError(
+                    f"{option} does not apply to trifeatures: the stimuli are generated"
+                )
+        unknown = sorted(set(options) - {"generator_seed", "num_per_combination"})
+        if unknown:
+            raise ConfigError(
+                f"trifeatures takes the options generator_seed and "
+                f"num_per_combination, not {unknown}"
+            )
+        seed, per = (
+            int(options.get("generator_seed", 42)),
+            int(options.get("num_per_combination", 3)),
         )
-    banks, labels = {}, {}
-    train_pairs = int(require(cfg, "probe_train_pairs", "datasets.<name>"))
-    for split_name, max_pairs in (("train", train_pairs), ("test", None)):
-        split = _trifeature_split(data_dir, split_name, cfg)
+        t0 = time.perf_counter()
+        splits = tf.generate(seed=seed, num_per_combination=per, progress=progress)
+        tf.save_splits(splits, out_dir, seed=seed, num_per_combination=per)
+        counts = ", ".join(f"{k} {len(v.images)}" for k, v in splits.items())
+        return f"wrote {counts} images to {out_dir} in {time.perf_counter() - t0:.1f} s"
+
+    @staticmethod
+    def _check(dataset):
+        if len(dataset["modalities"]) != 2:
+            raise ConfigError(
+                f"datasets.{dataset['name']}.modalities: Trifeature pairs have two image modalities"
+            )
+        declared(dataset, {m["name"]: "image" for m in dataset["modalities"]})
+
+    @staticmethod
+    def _split(data_dir, split, dataset):
+        from comm_repro.data import trifeatures as tf
+
+        loaded = tf.load_split(data_dir, split)
+        loaded.images = tf.downsample(loaded.images, int(dataset["resolution"]))
+        return loaded
+
+    def pretrain_data(self, data_dir, dataset):
+        from comm_repro.data import trifeatures as tf
+
+        self._check(dataset)
+        split = self._split(data_dir, "train", dataset)
         pairs = tf.make_pairs(
-            split, biased=False, max_pairs=max_pairs, seed=int(cfg["pairing_seed"])
+            split,
+            biased=dataset["pairing"] == "biased",
+            max_pairs=int(dataset["max_train_pairs"]),
+            seed=int(dataset["pairing_seed"]),
         )
-        banks[split_name] = PairedBank.from_numpy([split.images, split.images], pairs)
-        every_task = tf.task_labels(split, pairs, mapping)
-        labels[split_name] = {t: every_task[t] for t in tf.TASKS if t in tasks}
-    return ProbeData(banks["train"], banks["test"], labels["train"], labels["test"])
+        return PairedBank.from_numpy([split.images, split.images], pairs)
+
+    def probe_data(self, data_dir, dataset, probe):
+        """Probes always use unbiased pairs, as in the paper: the synergy label is then rare
+        (~10 %) and balanced accuracy tells whether the mapping was learned."""
+        from comm_repro.data import trifeatures as tf
+
+        self._check(dataset)
+        declared(dataset, {t: None for t in tf.TASKS}, "tasks")
+        mapping = tf.synergy_mapping(int(dataset["prepare"]["generator_seed"]))
+        banks, labels = {}, {}
+        for name, max_pairs in (("train", probe.get("max_train_samples")), ("test", None)):
+            split = self._split(data_dir, name, dataset)
+            pairs = tf.make_pairs(
+                split, biased=False, max_pairs=max_pairs, seed=int(dataset["pairing_seed"])
+            )
+            banks[name] = PairedBank.from_numpy([split.images, split.images], pairs)
+            every = tf.task_labels(split, pairs, mapping)
+            labels[name] = {t["name"]: every[t["labels"]] for t in dataset["tasks"]}
+        return ProbeData(banks["train"], banks["test"], labels["train"], labels["test"])
 
 
-FAMILIES = {
-    "trifeatures": {
-        "modalities": ["image", "image"],
-        "pretrain": trifeature_pretrain_data,
-        "probe": trifeature_probe_data,
-    },
+# ---------------------------------------------------------------------------------------------
+# MultiBench affect (a raw pickle, converted once)
+
+
+class AffectFamily:
+    """MOSI, UR-FUNNY (humor) and MUsTARD (sarcasm): aligned, padded sequence modalities
+    (datasets.md §1). Every modality shares the sample's mask; labels ``label`` (binary) and
+    ``label_raw`` (the raw score, MOSI's sentiment for regression)."""
+
+    def __init__(self, corpus: str) -> None:
+        self.corpus = corpus
+
+    def prepare(self, out_dir, options, source, download_to, progress):
+        from comm_repro.data import multibench
+
+        if options:
+            raise ConfigError(f"{self.corpus} takes no preparation options, got {sorted(options)}")
+        if source is not None and download_to is not None:
+            raise ConfigError("give --source (a file you have) or --download-to, not both")
+        t0 = time.perf_counter()
+        raw = multibench.obtain_raw(
+            self.corpus, source=source, download_to=download_to, progress=progress
+        )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", multibench.RawDigestWarning)
+            try:
+                manifest = multibench.prepare(self.corpus, raw, out_dir, progress=progress)
+            finally:
+                for w in caught:
+                    if issubclass(w.category, multibench.RawDigestWarning):
+                        print(f"comm-repro prepare: warning: {w.message}", file=sys.stderr)
+                    else:
+                        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        counts = ", ".join(f"{k} {v['count']}" for k, v in manifest["splits"].items())
+        return (
+            f"wrote {counts} samples of {self.corpus} from {raw} to {out_dir} in "
+            f"{time.perf_counter() - t0:.1f} s (dropped {manifest['dropped_samples']} with "
+            f"all-zero text, set {manifest['non_finite_replaced']} non-finite values to 0)"
+        )
+
+    def _bank(self, data_dir, split, dataset, with_labels=False):
+        """A split's bank of the declared modalities and its labels per declared task."""
+        from comm_repro.data import multibench
+
+        declared(dataset, {m: "sequence" for m in multibench.MODALITIES})
+        declared(dataset, {k: None for k in ("label", "label_raw")}, "tasks")
+        loaded = multibench.load_split(data_dir, split)
+        labels = {t["name"]: getattr(loaded, t["labels"]) for t in dataset["tasks"]}
+        modalities = [m["name"] for m in dataset["modalities"]]
+        bank = PairedBank.aligned(
+            [getattr(loaded, m) for m in modalities],
+            [loaded.mask] * len(modalities),
+            labels if with_labels else None,
+        )
+        return bank, labels
+
+    def pretrain_data(self, data_dir, dataset):
+        return self._bank(data_dir, "train", dataset, with_labels=True)[0]
+
+    def probe_data(self, data_dir, dataset, probe):
+        parts = {s: self._bank(data_dir, s, dataset) for s in ("train", "valid", "test")}
+        limit = probe.get("max_train_samples")
+        train, train_labels = parts["train"]
+        if limit is not None and limit < len(train):
+            raise ConfigError(
+                f"probe.max_train_samples does not apply to {self.corpus} (its "
+                "splits are the authors'); remove it"
+            )
+        return ProbeData(
+            train,
+            parts["test"][0],
+            train_labels,
+            parts["test"][1],
+            parts["valid"][0],
+            parts["valid"][1],
+        )
+
+
+FAMILIES: dict[str, Family] = {
+    "trifeatures": TrifeatureFamily(),
+    **{corpus: AffectFamily(corpus) for corpus in ("mosi", "humor", "sarcasm")},
 }
 
 
-def family(dataset_cfg: dict[str, Any]) -> dict[str, Any]:
-    name = dataset_cfg.get("family")
-    if name not in FAMILIES:
+def family(name: str) -> Family:
+    """A family by name, or by ``module:attribute`` for one defined outside the project."""
+    if name in FAMILIES:
+        return FAMILIES[name]
+    module, sep, attribute = name.partition(":")
+    if not sep:
         raise ConfigError(
-            f"datasets.{dataset_cfg.get('name')}.family is {name!r}; known: {sorted(FAMILIES)}"
+            f"dataset family {name!r} is unknown; known: {sorted(FAMILIES)}, or "
+            "package.module:attribute of one of your own"
         )
-    return FAMILIES[name]
+    try:
+        found = getattr(importlib.import_module(module), attribute)
+    except (ImportError, AttributeError) as err:
+        raise ConfigError(f"dataset family {name!r} cannot be imported ({err})") from None
+    return found() if isinstance(found, type) else found

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from comm_repro.augment import ViewTransforms
 from comm_repro.config import ConfigError
 from comm_repro.methods.base import Method
 from comm_repro.methods.comm import CoMM
@@ -14,10 +14,14 @@ from comm_repro.methods.cross_self import CrossSelf
 METHODS: dict[str, type[Method]] = {"comm": CoMM, "cross": Cross, "cross_self": CrossSelf}
 
 
-def build_method(kind: str, cfg: dict[str, Any], transforms: list[ViewTransforms]) -> Method:
+def build_method(run_cfg: dict[str, Any], shapes: Sequence[Sequence[int]]) -> Method:
+    """The method of a run, from its resolved settings, for modalities of the sample
+    ``shapes`` the data has (without the batch axis)."""
+    kind = run_cfg["method"]["kind"]
     if kind not in METHODS:
         raise ConfigError(f"methods.*.kind {kind!r} is unknown; known: {sorted(METHODS)}")
-    return METHODS[kind](cfg, transforms)
+    cfg = {**run_cfg["model"], **run_cfg["method"]}
+    return METHODS[kind](cfg, run_cfg["dataset"]["modalities"], shapes)
 
 
 __all__ = ["METHODS", "CoMM", "Cross", "CrossSelf", "Method", "build_method"]

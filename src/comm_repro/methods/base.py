@@ -1,52 +1,69 @@
-"""What every method shares: one encoder per modality, view transforms, optimiser groups."""
+"""What every method shares: one encoder per modality, the batch's views, optimiser groups."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from comm_repro.augment import ViewTransforms
 from comm_repro.config import ConfigError
+from comm_repro.data.paired import Batch
 from comm_repro.models import build_encoder
+from comm_repro.views import Views
 
 NO_DECAY_NAMES = ("cls", "logit_scale")
+
+Encoding = tuple[torch.Tensor, "torch.Tensor | None"]  # features, and their mask (or None)
 
 
 class Method(nn.Module):
     """Base class. Subclasses define ``loss``, ``encode`` and ``fuse``.
 
-    ``loss(batch)`` takes one raw uint8 (B, H, W, 3) tensor per modality and makes its own views;
-    ``features(batch) = fuse([encode(m, x_m)])`` is the frozen representation for probing,
-    split in two so that a bank of samples can be encoded once and fused per pair.
+    ``modalities``: the run's resolved modalities (name, kind, encoder, augment); ``shapes``:
+    each modality's sample shape (without the batch axis), which sizes the encoders and views.
+    ``loss(batch)`` takes a :class:`Batch` of raw inputs (uint8 images, float sequences with
+    their masks, labels) and makes its own views; ``features(batch) = fuse([encode(m, x_m,
+    mask_m)])`` is the frozen representation for probing, split in two so that a bank of
+    samples can be encoded once and fused per row.
     """
 
-    def __init__(self, cfg: dict[str, Any], transforms: list[ViewTransforms]) -> None:
+    def __init__(
+        self,
+        cfg: dict[str, Any],
+        modalities: Sequence[dict[str, Any]],
+        shapes: Sequence[Sequence[int]],
+    ) -> None:
         super().__init__()
-        if len(transforms) < 2:
-            raise ValueError(f"a multimodal method needs >= 2 modalities, got {len(transforms)}")
+        if len(modalities) < 2:
+            raise ValueError(f"a multimodal method needs >= 2 modalities, got {len(modalities)}")
         self.cfg = cfg
-        self.transforms = transforms
-        self.n_modalities = len(transforms)
-        self.encoders = nn.ModuleList(build_encoder(self.setting("encoder")) for _ in transforms)
+        self.kinds = [m["kind"] for m in modalities]
+        self.n_modalities = len(modalities)
+        self.views = Views(modalities, shapes)
+        self.encoders = nn.ModuleList(
+            build_encoder(m["encoder"], shape) for m, shape in zip(modalities, shapes)
+        )
 
     def setting(self, key: str) -> Any:
         if key not in self.cfg:
             raise ConfigError(f"method {self.cfg.get('name', '?')!r} needs the setting {key!r}")
         return self.cfg[key]
 
-    def loss(self, batch: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
-    def encode(self, m: int, x: torch.Tensor) -> torch.Tensor:
+    def encode(self, m: int, x: torch.Tensor, mask: torch.Tensor | None = None) -> Encoding:
         raise NotImplementedError
 
-    def fuse(self, encoded: list[torch.Tensor]) -> torch.Tensor:
+    def fuse(self, encoded: list[Encoding]) -> torch.Tensor:
         raise NotImplementedError
 
-    def features(self, batch: list[torch.Tensor]) -> torch.Tensor:
-        return self.fuse([self.encode(m, x) for m, x in enumerate(batch)])
+    def features(self, batch: Batch) -> torch.Tensor:
+        return self.fuse(
+            [self.encode(m, x, k) for m, (x, k) in enumerate(zip(batch.inputs, batch.masks))]
+        )
 
     def after_step(self) -> None:
         """Called after each optimiser step."""

@@ -7,7 +7,7 @@ from torch import nn
 
 from comm_repro.losses import info_nce
 from comm_repro.methods.base import Method
-from comm_repro.models import FusionTransformer, PatchTokens, mlp_head
+from comm_repro.models import FusionTransformer, build_tokenizer, mlp_head
 
 TERMS = ("both", "full_only", "unimodal_only")
 REDUCTIONS = ("sum", "mean")
@@ -22,8 +22,8 @@ class CoMM(Method):
     the kept terms as the authors' code does (same optimum, different scale).
     """
 
-    def __init__(self, cfg, transforms) -> None:
-        super().__init__(cfg, transforms)
+    def __init__(self, cfg, modalities, shapes) -> None:
+        super().__init__(cfg, modalities, shapes)
         dim = int(self.setting("embed_dim"))
         self.terms, self.reduce = self.setting("terms"), self.setting("reduce")
         if self.terms not in TERMS:
@@ -31,7 +31,9 @@ class CoMM(Method):
         if self.reduce not in REDUCTIONS:
             raise ValueError(f"methods.*.reduce must be one of {REDUCTIONS}, got {self.reduce!r}")
         self.temperature = float(self.setting("temperature"))
-        self.tokenizers = nn.ModuleList(PatchTokens(e.out_channels, dim) for e in self.encoders)
+        self.tokenizers = nn.ModuleList(
+            build_tokenizer(kind, e.out_channels, dim) for kind, e in zip(self.kinds, self.encoders)
+        )
         self.fusion = FusionTransformer(
             dim,
             heads=int(self.setting("heads")),
@@ -40,24 +42,24 @@ class CoMM(Method):
         )
         self.head = mlp_head(dim, int(self.setting("head_hidden")), int(self.setting("head_out")))
 
-    def _tokens(self, m: int, x: torch.Tensor) -> torch.Tensor:
-        return self.tokenizers[m](self.encoders[m](x))
+    def _tokens(self, m: int, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        return self.tokenizers[m](self.encoders[m](x, mask))
 
-    def embeddings(self, tokens: list[torch.Tensor]) -> list[torch.Tensor]:
+    def embeddings(
+        self, tokens: list[torch.Tensor], masks: list[torch.Tensor | None]
+    ) -> list[torch.Tensor]:
         """The n + 1 projected embeddings: modality 0 alone, ..., modality n-1 alone, all."""
         subsets = [[m] for m in range(self.n_modalities)] + [list(range(self.n_modalities))]
-        return [self.head(z) for z in self.fusion.forward_subsets(tokens, subsets)]
+        return [self.head(z) for z in self.fusion.forward_subsets(tokens, subsets, masks)]
 
     def loss(self, batch):
         # Both views of a modality go through its encoder as one batch (the encoders have no
         # batch statistics, so this equals two calls); the head's BatchNorm sees one view at a time.
-        tokens = [
-            self._tokens(m, t.strong(torch.cat([x, x])))
-            for m, (t, x) in enumerate(zip(self.transforms, batch))
-        ]
-        halves = [tok.chunk(2) for tok in tokens]
-        views = [self.embeddings([h[v] for h in halves]) for v in range(2)]
-        (*uni1, full1), (*uni2, full2) = views
+        masks = [None if k is None else torch.cat([k, k]) for k in batch.masks]
+        views = self.views("strong", [torch.cat([x, x]) for x in batch.inputs], masks)
+        halves = [self._tokens(m, v, k).chunk(2) for m, (v, k) in enumerate(zip(views, masks))]
+        embedded = [self.embeddings([h[v] for h in halves], batch.masks) for v in range(2)]
+        (*uni1, full1), (*uni2, full2) = embedded
         loss_full, acc = info_nce(full1, full2, self.temperature)
         out = {"loss_full": loss_full}
         for m in range(self.n_modalities):
@@ -74,8 +76,8 @@ class CoMM(Method):
         out["ssl_acc"] = acc
         return out
 
-    def encode(self, m, x):
-        return self._tokens(m, self.transforms[m].plain(x))
+    def encode(self, m, x, mask=None):
+        return self._tokens(m, self.views.plain(m, x), mask), mask
 
     def fuse(self, encoded):
-        return self.fusion(encoded)
+        return self.fusion([t for t, _ in encoded], masks=[k for _, k in encoded])

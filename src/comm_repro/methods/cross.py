@@ -10,7 +10,6 @@ from torch import nn
 
 from comm_repro.losses import clip_loss
 from comm_repro.methods.base import Method
-from comm_repro.models import pooled
 
 MAX_LOGIT_SCALE = math.log(100.0)
 
@@ -19,10 +18,11 @@ class Cross(Method):
     """Pooled encoder features -> bias-free linear projections; symmetric CLIP loss with a
     learnable temperature (initialised at 0.07, scale clamped to [1, 100]). With more than two
     modalities the loss is the mean over modality pairs. Probe features: the concatenated
-    projections."""
+    projections. Sequence tokens are pooled by their mean over the real (unpadded) steps, as
+    feature maps by their mean over locations."""
 
-    def __init__(self, cfg, transforms) -> None:
-        super().__init__(cfg, transforms)
+    def __init__(self, cfg, modalities, shapes) -> None:
+        super().__init__(cfg, modalities, shapes)
         dim = int(self.setting("proj_dim"))
         self.projections = nn.ModuleList(
             nn.Linear(e.out_channels, dim, bias=False) for e in self.encoders
@@ -31,11 +31,12 @@ class Cross(Method):
             nn.init.normal_(proj.weight, std=proj.in_features**-0.5)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
 
-    def _embed(self, m: int, x: torch.Tensor) -> torch.Tensor:
-        return self.projections[m](pooled(self.encoders[m](x)))
+    def _embed(self, m: int, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        return self.projections[m](self.encoders[m](x, mask).pooled())
 
     def loss(self, batch):
-        emb = [self._embed(m, t.weak(x)) for m, (t, x) in enumerate(zip(self.transforms, batch))]
+        views = self.views("weak", batch.inputs, batch.masks)
+        emb = [self._embed(m, v, k) for m, (v, k) in enumerate(zip(views, batch.masks))]
         pairs = [
             clip_loss(emb[i], emb[j], self.logit_scale)
             for i, j in itertools.combinations(range(len(emb)), 2)
@@ -48,8 +49,8 @@ class Cross(Method):
     def after_step(self):
         self.logit_scale.clamp_(0.0, MAX_LOGIT_SCALE)
 
-    def encode(self, m, x):
-        return self._embed(m, self.transforms[m].plain(x))
+    def encode(self, m, x, mask=None):
+        return self._embed(m, self.views.plain(m, x), mask), None
 
     def fuse(self, encoded):
-        return torch.cat(encoded, dim=1)
+        return torch.cat([z for z, _ in encoded], dim=1)

@@ -1,6 +1,10 @@
-"""Per-modality encoders. Each returns a feature map; ``pooled`` makes a vector of it."""
+"""Per-modality encoders. Each maps a batch (and its padding mask) to tokens: an ``Encoded``."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -24,10 +28,29 @@ def pool_before_relu(trunk: nn.Sequential) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+@dataclass
+class Encoded:
+    """An encoder's output: (B, N, C) tokens, their (B, N) bool mask (True at real steps; None
+    when every token is real) and, for feature maps, the (h, w) grid the tokens were laid out
+    on (row-major), which positional encodings need."""
+
+    tokens: torch.Tensor
+    mask: torch.Tensor | None = None
+    grid: tuple[int, int] | None = None
+
+    def pooled(self) -> torch.Tensor:
+        """(B, C): the mean over the real tokens (a sample without one gets zeros)."""
+        if self.mask is None:
+            return self.tokens.mean(dim=1)
+        weights = self.mask.to(self.tokens.dtype)[..., None]
+        return (self.tokens * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1)
+
+
 class AlexNetEncoder(nn.Module):
     """torchvision's AlexNet convolutional trunk, randomly initialised (trained from scratch).
 
-    (B, 3, H, W) -> (B, 256, h, w): 6 x 6 at 224 px, 3 x 3 at 128 px, 1 x 1 at 63 and 64 px.
+    (B, 3, H, W) -> (B, 256, h, w) maps, returned as h * w tokens of 256 channels (row-major,
+    ``grid`` (h, w)): 6 x 6 at 224 px, 3 x 3 at 128 px, 1 x 1 at 63 and 64 px.
     The side shrinks as conv 11/4 pad 2 -> pool 3/2 -> conv 5 pad 2 -> pool 3/2 -> 3 convs 3 pad 1
     -> pool 3/2: 63 -> 15 -> 7 -> 7 -> 3 -> 3 -> 1, and 62 -> 14 -> 6 -> 6 -> 2 -> 2 -> nothing,
     so ``min_input_size`` is 63 (the config schema's minimum of datasets.<name>.resolution).
@@ -40,7 +63,9 @@ class AlexNetEncoder(nn.Module):
         super().__init__()
         self.features = pool_before_relu(alexnet(weights=None).features)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> Encoded:
+        if mask is not None:
+            raise ValueError("images have no padding: the AlexNet encoder takes no mask")
         if min(x.shape[-2:]) < self.min_input_size:
             height, width = x.shape[-2:]
             raise ConfigError(
@@ -48,18 +73,20 @@ class AlexNetEncoder(nn.Module):
                 f"{self.min_input_size} px, got {height} x {width}: set "
                 f"datasets.<name>.resolution to {self.min_input_size} or more"
             )
-        return self.features(x)
+        feature_map = self.features(x)
+        h, w = feature_map.shape[-2:]
+        return Encoded(feature_map.flatten(2).transpose(1, 2), None, (h, w))
 
 
-ENCODERS = {"alexnet": AlexNetEncoder}
+def build_encoder(cfg: dict[str, Any], input_shape: Sequence[int]) -> nn.Module:
+    """The encoder ``cfg`` names (a modality's resolved ``encoder`` settings) for samples of
+    ``input_shape`` (without the batch axis)."""
+    from comm_repro.models.sequence import SequenceEncoder
 
-
-def build_encoder(name: str) -> nn.Module:
-    if name not in ENCODERS:
-        raise ValueError(f"model.encoder {name!r} is unknown; known: {sorted(ENCODERS)}")
-    return ENCODERS[name]()
-
-
-def pooled(feature_map: torch.Tensor) -> torch.Tensor:
-    """Global average over the spatial axes: (B, C, h, w) -> (B, C)."""
-    return feature_map.mean(dim=(2, 3))
+    name = cfg.get("name")
+    if name == "alexnet":
+        return AlexNetEncoder()
+    if name == "transformer":
+        options = {k: v for k, v in cfg.items() if k != "name"}
+        return SequenceEncoder(int(input_shape[-1]), **options)
+    raise ConfigError(f"encoder {name!r} is unknown; known: alexnet, transformer")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from comm_repro.models.encoders import Encoded
+
 
 class SequenceEncoder(nn.Module):
     """A 1x1 convolution (no bias) from ``n_features`` to ``dim`` channels, then ``layers``
@@ -14,10 +16,11 @@ class SequenceEncoder(nn.Module):
     5 heads).
 
     ``forward(x, mask)``: ``x`` (B, T, F) float, right-padded; ``mask`` (B, T) bool, True at real
-    steps (None: all real). Returns the tokens (B, T, dim) and the mask. Padded steps take no
-    part in attention (``src_key_padding_mask``), their inputs are ignored, and their outputs
-    are zero, so nothing about them reaches the real steps or later layers. A sample with no real
-    step attends over its (zeroed) padding instead, which keeps it finite; its tokens are zero.
+    steps (None: all real). Returns the tokens (B, T, dim) with the mask (an ``Encoded``).
+    Padded steps take no part in attention (``src_key_padding_mask``), their inputs are ignored,
+    and their outputs are zero, so nothing about them reaches the real steps or later layers. A
+    sample with no real step attends over its (zeroed) padding instead, which keeps it finite;
+    its tokens are zero.
 
     The layers are copies of one initialised layer, as ``nn.TransformerEncoder`` makes them (so
     they start from identical weights, as in the authors' model).
@@ -36,6 +39,7 @@ class SequenceEncoder(nn.Module):
         if dim % heads:
             raise ValueError(f"the sequence encoder's dim {dim} is not divisible by heads {heads}")
         self.n_features, self.dim = int(n_features), int(dim)
+        self.out_channels = self.dim
         self.proj = nn.Conv1d(self.n_features, self.dim, kernel_size=1, bias=False)
         layer = nn.TransformerEncoderLayer(
             d_model=self.dim,
@@ -47,9 +51,7 @@ class SequenceEncoder(nn.Module):
         )
         self.transformer = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
 
-    def forward(
-        self, x: torch.Tensor, mask: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> Encoded:
         if x.ndim != 3 or x.shape[-1] != self.n_features:
             raise ValueError(
                 f"the sequence encoder expects (B, T, {self.n_features}) inputs, "
@@ -57,7 +59,7 @@ class SequenceEncoder(nn.Module):
             )
         if mask is None:
             h = self.proj(x.transpose(1, 2)).transpose(1, 2)
-            return self.transformer(h), None
+            return Encoded(self.transformer(h))
         if mask.shape != x.shape[:2]:
             raise ValueError(
                 f"mask shape {tuple(mask.shape)} does not match inputs {tuple(x.shape)}"
@@ -70,4 +72,4 @@ class SequenceEncoder(nn.Module):
         # keeps every step so that no attention row is empty (an empty row would give NaN).
         ignore = ~mask & mask.any(dim=1, keepdim=True)
         h = self.transformer(h, src_key_padding_mask=ignore)
-        return torch.where(mask[..., None], h, zero.to(h.dtype)), mask
+        return Encoded(torch.where(mask[..., None], h, zero.to(h.dtype)), mask)

@@ -1,9 +1,11 @@
-"""Latent converters: encoder feature maps -> token sequences for the fusion transformer."""
+"""Latent converters: encoder outputs -> token sequences of the fusion's width."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from comm_repro.models.encoders import Encoded
 
 
 def sincos_2d(h: int, w: int, dim: int) -> torch.Tensor:
@@ -24,7 +26,8 @@ def sincos_2d(h: int, w: int, dim: int) -> torch.Tensor:
 
 
 class PatchTokens(nn.Module):
-    """One token per feature-map location: a linear map C -> dim plus its fixed 2-D position."""
+    """One token per feature-map location: a linear map C -> dim plus its fixed 2-D position
+    (the encoder's ``grid``)."""
 
     def __init__(self, in_channels: int, dim: int) -> None:
         super().__init__()
@@ -38,7 +41,26 @@ class PatchTokens(nn.Module):
             self._positions[key] = sincos_2d(h, w, self.dim).to(device)
         return self._positions[key]
 
-    def forward(self, feature_map: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = feature_map.shape
-        tokens = self.proj(feature_map.flatten(2).transpose(1, 2))
-        return tokens + self.positions(h, w, feature_map.device).to(tokens.dtype)
+    def forward(self, encoded: Encoded) -> torch.Tensor:
+        if encoded.grid is None:
+            raise ValueError("patch tokens need the encoder's feature-map grid")
+        tokens = self.proj(encoded.tokens)
+        return tokens + self.positions(*encoded.grid, tokens.device).to(tokens.dtype)
+
+
+class SequenceTokens(nn.Module):
+    """Sequence tokens as they are when the encoder's width is the fusion's (the authors' MultiBench
+    models have no adapter there), else a linear map C -> dim; no positions (the MultiBench
+    encoders have none either)."""
+
+    def __init__(self, in_channels: int, dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Identity() if in_channels == dim else nn.Linear(in_channels, dim)
+
+    def forward(self, encoded: Encoded) -> torch.Tensor:
+        return self.proj(encoded.tokens)
+
+
+def build_tokenizer(kind: str, in_channels: int, dim: int) -> nn.Module:
+    """The latent converter of a modality kind."""
+    return {"image": PatchTokens, "sequence": SequenceTokens}[kind](in_channels, dim)
