@@ -1,19 +1,29 @@
-"""Fig. 4 aggregation, its files and figures, the report index and the notebook template."""
+"""Paper tables from specs: building, files, figures, the scorecard and index, training curves,
+the command line and the notebook templates."""
 
 from __future__ import annotations
 
+import html
 import json
+import math
 from pathlib import Path
 
 import nbformat
 import pandas as pd
 import pytest
+import yaml
+from matplotlib.collections import LineCollection, PathCollection
 from matplotlib.container import ErrorbarContainer
 
 from comm_repro import report
 from comm_repro.cli import main
+from comm_repro.config import ConfigError
 
+ROOT = Path(__file__).parents[1]
+FIG4 = ROOT / "config" / "tables" / "fig4_trifeatures.yaml"
+TABLE1 = ROOT / "config" / "tables" / "table1_affect.yaml"
 TASKS = ("share", "unique1", "unique2", "synergy")
+UNBIASED, BIASED = "trifeatures", "trifeatures_synergy"  # the datasets of the Fig. 4 spec
 
 
 def write_probe(
@@ -25,15 +35,18 @@ def write_probe(
     class_weight: str = "none",
     precision: str = "bf16",
 ) -> Path:
+    """A probe.json of one run: ``scores`` maps task -> balanced accuracy (a fraction)."""
     path = root / dataset / method / f"seed{seed}" / "probe.json"
     path.parent.mkdir(parents=True)
     tasks = {
         t: {
-            "balanced_accuracy": scores[t],
-            "accuracy": scores[t] + 0.01,
+            "balanced_accuracy": score,
+            "accuracy": score + 0.01,
+            "roc_auc": None,
             "class_weight": class_weight,
+            "final_fit_converged": True,
         }
-        for t in TASKS
+        for t, score in scores.items()
     }
     config = {"dataset": {"name": dataset}, "method": {"name": method, "kind": method}}
     pretrained = {"precision": precision, "cpu": {"model": "Test CPU", "features": []}}
@@ -42,51 +55,325 @@ def write_probe(
     return path
 
 
+def write_spec(path: Path, spec: dict) -> Path:
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def fig4_runs(root: Path, method: str, seed: int, scores: dict) -> list[Path]:
+    """One run on each pairing, each probed for its own tasks as the default study does."""
+    unbiased = {t: scores[t] for t in ("share", "unique1", "unique2")}
+    return [
+        write_probe(root, UNBIASED, method, seed, unbiased),
+        write_probe(root, BIASED, method, seed, {"synergy": scores["synergy"]}),
+    ]
+
+
+def fig4(paths, methods=("comm",)) -> tuple[pd.DataFrame, dict]:
+    spec = report.load_spec(FIG4)
+    return report.build_table(spec, report.load_probes(paths), list(methods)), spec
+
+
 @pytest.fixture
 def probes(tmp_path):
-    """comm: seeds 0/1 on both pairings, with values chosen so each column has a known answer."""
+    """comm: seeds 0/1 on both pairings, with values chosen so each column has a known answer;
+    the biased runs also probe share and unique1/2 with values that must not be used."""
     paths = []
     for seed, base in ((0, 0.8), (1, 0.6)):
         unbiased = {"share": base, "unique1": base - 0.2, "unique2": base - 0.4, "synergy": 0.1}
         biased = {"share": 0.0, "unique1": 0.0, "unique2": 0.0, "synergy": base - 0.1}
-        paths.append(write_probe(tmp_path, "tri", "comm", seed, unbiased))
-        paths.append(write_probe(tmp_path, "tri_syn", "comm", seed, biased))
+        paths.append(write_probe(tmp_path, UNBIASED, "comm", seed, unbiased))
+        paths.append(write_probe(tmp_path, BIASED, "comm", seed, biased))
     return paths
 
 
+# ---------------------------------------------------------------------------------------------
+# Building a table from a spec
+
+
 def test_fig4_columns_come_from_the_right_runs(probes):
-    table = report.fig4_table(report.load_probes(probes), "tri", "tri_syn", ["comm"])
+    table, _ = fig4(probes)
     cells = table.set_index("column")
-    assert cells.loc["R", "mean"] == pytest.approx(70.0)  # shape, unbiased runs
+    assert list(cells.index) == ["R", "U1", "U2", "U", "S"]
+    assert cells.loc["R", "mean"] == pytest.approx(70.0)  # shape, unbiased runs, in %
     assert cells.loc["R", "std"] == pytest.approx(14.1421, abs=1e-3)  # sample std of 80, 60
     assert cells.loc["U1", "mean"] == pytest.approx(50.0)
     assert cells.loc["U2", "mean"] == pytest.approx(30.0)
     assert cells.loc["U", "mean"] == pytest.approx(40.0)  # mean of U1 and U2 per run
+    assert cells.loc["U", "task"] == "unique1+unique2"
     assert cells.loc["S", "mean"] == pytest.approx(60.0)  # synergy, biased runs only
-    assert cells.loc["S", "pretrained_on"] == "tri_syn"
+    assert cells.loc["S", "dataset"] == BIASED and cells.loc["R", "dataset"] == UNBIASED
     assert cells.loc["S", "delta"] == pytest.approx(60.0 - 71.9)
-    assert pd.isna(cells.loc["U2", "paper"])
+    # The paper's one uniqueness value stands beside U1 and U, not U2.
+    assert cells.loc["U1", "paper"] == cells.loc["U", "paper"] == 87.8
+    assert pd.isna(cells.loc["U2", "paper"]) and pd.isna(cells.loc["U2", "within"])
+    assert set(cells.label) == {"CoMM"} and set(cells.metric) == {"balanced_accuracy"}
     assert set(cells.n_seeds) == {2}
+
+
+def test_u_is_the_mean_of_the_tasks_within_each_run_then_over_seeds(tmp_path):
+    # Each run's U1/U2 mean is 50: U has no spread, although the four values pooled would.
+    paths = fig4_runs(tmp_path, "comm", 0, dict(share=0.9, unique1=0.9, unique2=0.1, synergy=0.5))
+    paths += fig4_runs(tmp_path, "comm", 1, dict(share=0.9, unique1=0.1, unique2=0.9, synergy=0.5))
+    cells = fig4(paths)[0].set_index("column")
+    assert cells.loc["U", "mean"] == pytest.approx(50.0)
+    assert cells.loc["U", "std"] == pytest.approx(0.0)
+    assert cells.loc["U1", "std"] == pytest.approx(56.5685, abs=1e-3)
+
+
+def test_a_method_without_a_spec_row_gets_its_key_and_no_paper_values(probes, tmp_path):
+    scores = dict(share=0.8, unique1=0.5, unique2=0.3, synergy=0.6)
+    probes += fig4_runs(tmp_path / "more", "comm_full_only", 0, scores)
+    table, spec = fig4(probes, ["comm_full_only", "comm"])
+    assert list(dict.fromkeys(table.method)) == ["comm_full_only", "comm"]  # the order asked
+    own = table[table.method == "comm_full_only"]
+    assert set(own.label) == {"comm_full_only"}
+    assert own.paper.isna().all() and own.delta.isna().all() and own.within.isna().all()
+    _, md, tex = report.write_table(table, spec, tmp_path / "t")
+    lines = md.read_text().splitlines()
+    assert lines[2] == "| comm_full_only | 80.0 | 50.0 | 30.0 | 40.0 | 60.0 |"
+    assert lines[3].startswith("| CoMM | 70.0 ± 14.1 (paper 99.9, Δ -29.9) |")
+    assert r"comm\_full\_only & 80.0 & 50.0" in tex.read_text()  # escaped for LaTeX
+
+
+@pytest.mark.parametrize(
+    ("delta", "std", "paper_std", "expected"),
+    [
+        (1.0, 2.0, 0.5, True),  # within our std
+        (-1.0, 0.5, 2.0, True),  # within the paper's, either sign
+        (3.0, 2.0, 0.5, False),
+        (0.05, math.nan, 0.1, True),  # one seed: the paper's std alone
+        (0.3, math.nan, 0.1, False),
+        (1.0, 2.0, math.nan, True),  # the paper gives no std: ours alone
+        (1.0, math.nan, math.nan, math.nan),  # neither has a std: no verdict
+        (math.nan, 1.0, 1.0, math.nan),  # no paper value
+        (100.0 - 99.9, math.nan, 0.1, True),  # on the boundary, float rounding aside
+    ],
+)
+def test_within_the_larger_std(delta, std, paper_std, expected):
+    got = report._within(delta, std, paper_std)
+    if isinstance(expected, bool):
+        assert got is expected
+    else:
+        assert math.isnan(got)
+
+
+def test_within_is_set_per_cell_by_the_table(tmp_path):
+    # n = 1 (no std): R 99.95 lies within the paper's 99.9 ± 0.1, S 60 not within 71.9 ± 2.0.
+    paths = fig4_runs(
+        tmp_path, "comm", 0, dict(share=0.9995, unique1=0.5, unique2=0.3, synergy=0.6)
+    )
+    cells = fig4(paths)[0].set_index("column")
+    assert cells.loc["R", "within"] is True and cells.loc["S", "within"] is False
+    assert pd.isna(cells.loc["U2", "within"])  # no paper value
+
+
+def test_missing_runs_are_named(probes):
+    with pytest.raises(ValueError, match="'cross' on dataset 'trifeatures'"):
+        fig4(probes, ["comm", "cross"])
+
+
+def test_a_method_asked_for_twice_is_refused(probes):
+    with pytest.raises(ValueError, match="methods given twice .*\\['comm'\\]"):
+        fig4(probes, ["comm", "comm"])
+
+
+def test_a_run_without_a_task_of_the_table_is_named(tmp_path):
+    paths = [
+        write_probe(tmp_path, UNBIASED, "comm", 0, {"share": 0.9, "unique1": 0.5}),
+        write_probe(tmp_path, BIASED, "comm", 0, {"synergy": 0.6}),
+    ]
+    with pytest.raises(ValueError, match="seed 0, has no task 'unique2'") as err:
+        fig4(paths)
+    assert "datasets.trifeatures.probe_tasks" in str(err.value)
+
+
+def test_a_column_may_set_its_own_metric_scale_and_direction(tmp_path):
+    spec = {
+        "title": "Plain accuracy",
+        "paper": "Table 9",
+        "metric": "balanced_accuracy",
+        "scale": 100,
+        "columns": [
+            {"name": "R", "dataset": UNBIASED, "task": "share"},
+            {
+                "name": "err",
+                "dataset": UNBIASED,
+                "task": "share",
+                "metric": "accuracy",
+                "scale": 1,
+                "lower_is_better": True,
+            },
+        ],
+        "rows": [{"method": "comm", "label": "CoMM", "paper": {"err": [0.7, 0.25]}}],
+    }
+    spec = report.load_spec(write_spec(tmp_path / "spec.yaml", spec))
+    probes = report.load_probes([write_probe(tmp_path, UNBIASED, "comm", 0, {"share": 0.8})])
+    cells = report.build_table(spec, probes, ["comm"]).set_index("column")
+    assert cells.loc["R", "mean"] == pytest.approx(80.0)
+    assert cells.loc["err", "mean"] == pytest.approx(0.81)  # accuracy, unscaled
+    assert cells.loc["err", "metric"] == "accuracy" and cells.loc["err", "within"] is True
+    table = report.build_table(spec, probes, ["comm"])
+    _, md, tex = report.write_table(table, spec, tmp_path / "t")
+    assert md.read_text().startswith("| Method | R | err ↓ |")
+    assert r"err $\downarrow$" in tex.read_text()
+
+
+# ---------------------------------------------------------------------------------------------
+# Specs
+
+
+def test_every_spec_in_the_repository_loads():
+    specs = sorted((ROOT / "config" / "tables").glob("*.yaml"))
+    assert {p.name for p in specs} >= {FIG4.name, TABLE1.name}
+    for path in specs:
+        spec = report.load_spec(path)
+        assert spec["columns"] and spec["paper"], path
+
+
+def test_table1_affect_spec_holds_the_papers_self_supervised_rows():
+    spec = report.load_spec(TABLE1)
+    columns = {c["name"]: c for c in spec["columns"]}
+    assert {n: c["dataset"] for n, c in columns.items()} == {
+        "MOSI": "mosi",
+        "UR-FUNNY": "humor",
+        "MUsTARD": "sarcasm",
+    }
+    for column in columns.values():
+        assert column["tasks"] == ["label"] and column["metric"] == "balanced_accuracy"
+        assert column["chance"] == 50 and column["scale"] == 100
+    # Table 1 of the paper (reference/paper_numbers.md): mean, std over 5 runs.
+    published = {
+        "cross": ("Cross", [(47.8, 1.8), (50.1, 1.9), (53.5, 2.9)]),
+        "cross_self": ("Cross+Self", [(49.0, 1.1), (59.9, 0.9), (53.9, 4.0)]),
+        "factorcl": ("FactorCL", [(51.2, 1.6), (60.5, 0.8), (55.8, 0.9)]),
+        "comm": ("CoMM", [(67.5, 1.30), (63.1, 0.65), (63.9, 3.01)]),
+    }
+    rows = {row["method"]: row for row in spec["rows"]}
+    assert set(rows) == set(published)
+    for method, (label, values) in published.items():
+        assert rows[method]["label"] == label
+        assert [rows[method]["paper"][c] for c in ("MOSI", "UR-FUNNY", "MUsTARD")] == values
+    assert spec["figure"]["columns"] == ["MOSI", "UR-FUNNY", "MUsTARD"]  # all, by default
+
+
+def test_fig4_spec_holds_the_papers_values():
+    rows = {row["method"]: row["paper"] for row in report.load_spec(FIG4)["rows"]}
+    assert rows["comm"] == {"R": (99.9, 0.1), "U1": (87.8, 1.6), "U": (87.8, 1.6), "S": (71.9, 2.0)}
+    assert rows["factorcl"]["S"] == (46.5, 2.9) and rows["cross"]["U"] == (11.6, 0.9)
+
+
+def _minimal() -> dict:
+    return {
+        "title": "T",
+        "paper": "Fig. 1",
+        "metric": "balanced_accuracy",
+        "columns": [{"name": "A", "dataset": "d", "task": "t"}],
+        "rows": [{"method": "m", "paper": {"A": [1.0, 0.1]}}],
+    }
+
+
+SPEC_ERRORS = {
+    "unknown key": (lambda s: s.update(colour="red"), "colour: unknown key"),
+    "missing title": (lambda s: s.pop("title"), "title: missing"),
+    "unknown column key": (lambda s: s["columns"][0].update(taks="t"), "columns[0].taks"),
+    "paper key not a column": (
+        lambda s: s["rows"][0]["paper"].update(B=[1, 2]),
+        "rows[0].paper.B: not a column",
+    ),
+    "neither task nor tasks": (lambda s: s["columns"][0].pop("task"), "columns[0]: give either"),
+    "both task and tasks": (
+        lambda s: s["columns"][0].update(tasks=["t", "u"]),
+        "columns[0]: give either",
+    ),
+    "duplicate column": (lambda s: s["columns"].append(dict(s["columns"][0])), "columns[1].name"),
+    "duplicate method": (lambda s: s["rows"].append({"method": "m"}), "rows[1].method"),
+    "duplicate task": (
+        lambda s: s["columns"].__setitem__(0, {"name": "A", "dataset": "d", "tasks": ["t", "t"]}),
+        "columns[0].tasks[1]: duplicate 't'",
+    ),
+    "no metric anywhere": (lambda s: s.pop("metric"), "columns[0].metric: missing"),
+    "paper value not a number": (
+        lambda s: s["rows"][0]["paper"].update(A="high"),
+        "rows[0].paper.A: must be a number",
+    ),
+    "figure column not a column": (
+        lambda s: s.update(figure={"columns": ["A", "Z"]}),
+        "figure.columns[1]: 'Z' is not a column",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", SPEC_ERRORS)
+def test_a_bad_spec_is_refused_in_one_line_naming_file_and_key(case, tmp_path):
+    spoil, expected = SPEC_ERRORS[case]
+    spec = _minimal()
+    spoil(spec)
+    path = write_spec(tmp_path / "bad.yaml", spec)
+    with pytest.raises(ValueError) as err:
+        report.load_spec(path)
+    message = str(err.value)
+    assert isinstance(err.value, ConfigError)
+    assert len(message.splitlines()) == 1 and message.startswith(f"{path}: ")
+    assert expected in message, message
+
+
+def test_a_minimal_spec_fills_its_defaults(tmp_path):
+    spec = report.load_spec(write_spec(tmp_path / "ok.yaml", _minimal()))
+    (column,) = spec["columns"]
+    assert column["tasks"] == ["t"] and column["scale"] == 1 and column["chance"] is None
+    assert column["lower_is_better"] is False
+    assert spec["rows"][0]["label"] == "m" and spec["rows"][0]["paper"] == {"A": (1.0, 0.1)}
+    assert spec["figure"] == {"columns": ["A"], "labels": ["A"], "ylabel": None, "ylim": None}
+
+
+# ---------------------------------------------------------------------------------------------
+# Table files and figures
 
 
 def test_table_note_says_how_the_probes_were_weighted(tmp_path):
     scores = dict.fromkeys(TASKS, 0.5)
     for weight in ("none", "balanced"):
         root = tmp_path / weight
-        paths = [write_probe(root, ds, "comm", 0, scores, weight) for ds in ("tri", "tri_syn")]
-        table = report.fig4_table(report.load_probes(paths), "tri", "tri_syn", ["comm"])
+        paths = [write_probe(root, ds, "comm", 0, scores, weight) for ds in (UNBIASED, BIASED)]
+        table, spec = fig4(paths)
         assert set(table.probe_class_weight) == {weight}
-        (_, md, _) = report.write_fig4_table(table, root / "fig4")
+        (_, md, _) = report.write_table(table, spec, root / "fig4")
         note = md.read_text()
         expected = "with balanced class weights" if weight == "balanced" else "unweighted"
         assert f"probes fitted {expected}" in note
 
 
-def _figure(table: pd.DataFrame, tmp_path: Path, monkeypatch):
-    """plot_fig4's axes (its figure kept rather than saved)."""
+def test_table_note_says_which_precision_and_cpu_the_runs_were_pretrained_with(tmp_path):
+    scores = dict.fromkeys(TASKS, 0.5)
+    for precisions, said in ((("bf16", "bf16"), "bf16"), (("bf16", "fp32"), "bf16/fp32")):
+        root = tmp_path / said.replace("/", "_")
+        paths = [
+            write_probe(root, ds, "comm", 0, scores, precision=p)
+            for ds, p in zip((UNBIASED, BIASED), precisions)
+        ]
+        table, spec = fig4(paths)
+        md = report.write_table(table, spec, root / "fig4")[1].read_text()
+        assert f"Pretrained in {said} on Test CPU." in md
+
+
+def test_table_note_holds_title_sources_spec_note_and_paper(probes, tmp_path):
+    table, spec = fig4(probes)
+    note = report.write_table(table, spec, tmp_path / "fig4")[1].read_text().splitlines()[-1]
+    assert note.startswith(
+        "Bimodal Trifeature, linear-probe balanced accuracy (%); mean ± std over n = 2 seeds. "
+        "Columns: R, U1, U2, U from the runs on trifeatures; S from the runs on "
+        "trifeatures_synergy. "
+    )
+    assert "U = their mean, S = texture-colour synergy (chance 50)." in note
+    assert note.endswith("Paper: Fig. 4.")
+
+
+def _figure(table: pd.DataFrame, spec: dict, tmp_path: Path, monkeypatch):
+    """plot_table's axes (its figure kept rather than saved)."""
     figures = []
     monkeypatch.setattr(report, "_save", lambda fig, prefix: figures.append(fig) or [])
-    report.plot_fig4(table, tmp_path / "fig")
+    report.plot_table(table, spec, tmp_path / "fig")
     (ax,) = figures[0].axes
     return ax
 
@@ -97,9 +384,8 @@ def _error_bars(ax) -> int:
 
 def test_one_seed_shows_no_std_anywhere_and_says_n(tmp_path, monkeypatch):
     scores = {"share": 0.8, "unique1": 0.5, "unique2": 0.3, "synergy": 0.6}
-    paths = [write_probe(tmp_path, ds, "comm", 0, scores) for ds in ("tri", "tri_syn")]
-    table = report.fig4_table(report.load_probes(paths), "tri", "tri_syn", ["comm"])
-    csv, md, tex = report.write_fig4_table(table, tmp_path / "fig4")
+    table, spec = fig4(fig4_runs(tmp_path, "comm", 0, scores))
+    csv, md, tex = report.write_table(table, spec, tmp_path / "fig4")
     for path in (md, tex):
         text = path.read_text()
         # Neither "± 0.0" in a cell nor "mean ± std" in the note: one value has no std.
@@ -107,87 +393,270 @@ def test_one_seed_shows_no_std_anywhere_and_says_n(tmp_path, monkeypatch):
         assert "n = 1 seed" in text
     assert "| CoMM | 80.0 (paper 99.9, Δ -19.9) |" in md.read_text()
     assert pd.read_csv(csv)["std"].isna().all()
-    ax = _figure(table, tmp_path, monkeypatch)
+    ax = _figure(table, spec, tmp_path, monkeypatch)
     assert _error_bars(ax) == 0  # a zero-length error bar would read as "± 0"
     assert "n = 1 seed" in ax.get_title()
 
 
 def test_several_seeds_show_mean_and_std_and_say_n(probes, tmp_path, monkeypatch):
-    table = report.fig4_table(report.load_probes(probes), "tri", "tri_syn", ["comm"])
-    (_, md, tex) = report.write_fig4_table(table, tmp_path / "fig4")
-    assert "mean ± std over n = 2 seeds;" in md.read_text()
-    assert "mean ± std over n = 2 seeds;" in tex.read_text()
-    ax = _figure(table, tmp_path, monkeypatch)
+    table, spec = fig4(probes)
+    (_, md, tex) = report.write_table(table, spec, tmp_path / "fig4")
+    assert "mean ± std over n = 2 seeds." in md.read_text()
+    assert "mean ± std over n = 2 seeds." in tex.read_text()
+    ax = _figure(table, spec, tmp_path, monkeypatch)
     assert _error_bars(ax) == 1  # one method: one set of bars with error bars
     assert "mean ± std over n = 2 seeds" in ax.get_title()
 
 
 def test_a_method_with_one_seed_beside_one_with_two(probes, tmp_path, monkeypatch):
     scores = {"share": 0.8, "unique1": 0.5, "unique2": 0.3, "synergy": 0.6}
-    probes += [write_probe(tmp_path, ds, "cross", 0, scores) for ds in ("tri", "tri_syn")]
-    table = report.fig4_table(report.load_probes(probes), "tri", "tri_syn", ["comm", "cross"])
-    (_, md, _) = report.write_fig4_table(table, tmp_path / "fig4")
+    probes += fig4_runs(tmp_path / "cross", "cross", 0, scores)
+    table, spec = fig4(probes, ["comm", "cross"])
+    (_, md, _) = report.write_table(table, spec, tmp_path / "fig4")
     text = md.read_text()
     assert "| Cross | 80.0 (paper 100.0, Δ -20.0) |" in text
     assert "| CoMM | 70.0 ± 14.1 (paper 99.9, Δ -29.9) |" in text
     assert "mean ± std over n = 1/2 seeds (the value alone where n = 1)" in text
-    assert _error_bars(_figure(table, tmp_path, monkeypatch)) == 1  # CoMM's only
+    assert _error_bars(_figure(table, spec, tmp_path, monkeypatch)) == 1  # CoMM's only
 
 
-def test_missing_runs_are_named(probes):
-    with pytest.raises(ValueError, match="'cross'"):
-        report.fig4_table(report.load_probes(probes), "tri", "tri_syn", ["comm", "cross"])
+def test_the_figure_draws_the_spec_columns_paper_values_and_chance(probes, tmp_path, monkeypatch):
+    table, spec = fig4(probes)
+    ax = _figure(table, spec, tmp_path, monkeypatch)
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["Redundancy", "Uniqueness", "Synergy"]
+    (bars,) = [c for c in ax.containers if not isinstance(c, ErrorbarContainer)]
+    assert [b.get_height() for b in bars] == pytest.approx([70.0, 40.0, 60.0])  # R, U, S
+    (paper,) = [c for c in ax.collections if isinstance(c, PathCollection)]
+    assert list(paper.get_offsets()[:, 1]) == pytest.approx([99.9, 87.8, 71.9])
+    lines = [c for c in ax.collections if isinstance(c, LineCollection)]
+    chance = [c for c in lines if c.get_linestyle()[0][1] is not None]  # dashed
+    levels = sorted(seg[0][1] for c in chance for seg in c.get_segments())
+    assert levels == [10.0, 10.0, 50.0]
+    assert ax.get_ylim() == (0.0, 105.0) and "Fig. 4" in ax.get_title()
 
 
-def test_cli_writes_table_figures_and_index(probes, tmp_path):
-    out = tmp_path / "tables" / "fig4"
-    args = ["table", "fig4", "--probes", *map(str, probes), "--unbiased", "tri"]
-    assert main([*args, "--biased", "tri_syn", "--methods", "comm", "--out", str(out)]) == 0
-    md = out.with_suffix(".md").read_text()
-    assert "| CoMM | 70.0 ± 14.1 (paper 99.9, Δ -29.9) |" in md
-    assert r"70.0 $\pm$ 14.1 (paper 99.9, $\Delta$ -29.9)" in out.with_suffix(".tex").read_text()
-    assert len(pd.read_csv(out.with_suffix(".csv"))) == 5
-    fig = tmp_path / "figures" / "fig4"
-    assert main(["figure", "fig4", "--table", str(out.with_suffix(".csv")), "--out", str(fig)]) == 0
-    assert fig.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
-    assert fig.with_suffix(".pdf").read_bytes()[:4] == b"%PDF"
-    assert main(["figure", "curves", "--out", str(fig)]) == 2  # --runs is required for curves
-    page = tmp_path / "reports" / "index.html"
-    assert (
-        main(["index", "--reports", str(tmp_path / "reports" / "a.html"), "--out", str(page)]) == 0
+def test_a_table_from_another_spec_is_refused(probes, tmp_path):
+    table, _ = fig4(probes)
+    with pytest.raises(ValueError, match="no column MOSI, UR-FUNNY, MUsTARD"):
+        report.plot_table(table, report.load_spec(TABLE1), tmp_path / "fig")
+
+
+# ---------------------------------------------------------------------------------------------
+# Scorecard and index
+
+
+def affect_probes(root: Path) -> list[Path]:
+    """CoMM on the three affect datasets, two seeds: MOSI 66/68 (paper 67.5 ± 1.30: within),
+    UR-FUNNY 50/52 (paper 63.1 ± 0.65: not), MUsTARD 64/64 (paper 63.9 ± 3.01: within)."""
+    values = {"mosi": (0.66, 0.68), "humor": (0.50, 0.52), "sarcasm": (0.64, 0.64)}
+    return [
+        write_probe(root, dataset, "comm", seed, {"label": pair[seed]})
+        for dataset, pair in values.items()
+        for seed in (0, 1)
+    ]
+
+
+def test_scorecard_lists_every_cell_with_a_paper_value(probes, tmp_path):
+    fig4_table, _ = fig4(probes)
+    spec = report.load_spec(TABLE1)
+    affect = report.build_table(spec, report.load_probes(affect_probes(tmp_path / "a")), ["comm"])
+    card = report.scorecard({"fig4_trifeatures": fig4_table, "table1_affect": affect})
+    assert list(card.columns) == list(report.SCORECARD_COLUMNS)
+    # Fig. 4: R, U1, U, S (U2 has no paper value); Table 1: three columns.
+    assert list(zip(card.table, card.column)) == [
+        ("fig4_trifeatures", "R"),
+        ("fig4_trifeatures", "U1"),
+        ("fig4_trifeatures", "U"),
+        ("fig4_trifeatures", "S"),
+        ("table1_affect", "MOSI"),
+        ("table1_affect", "UR-FUNNY"),
+        ("table1_affect", "MUsTARD"),
+    ]
+    # S: 60 ± 14.1 against 71.9 ± 2.0 lies within our std.
+    assert list(card.within) == [False, False, False, True, True, False, True]
+    mosi = card.iloc[4]
+    assert (mosi.label, mosi.n_seeds, mosi.paper, mosi.paper_std) == ("CoMM", 2, 67.5, 1.3)
+    assert mosi["mean"] == pytest.approx(67.0) and mosi.delta == pytest.approx(-0.5)
+    assert report.scorecard_summary(card).startswith("3 of 7 cells within")
+
+
+def test_index_opens_with_the_scorecard_read_from_the_table_csvs(probes, tmp_path):
+    table, spec = fig4(probes)
+    fig4_csv = report.write_table(table, spec, tmp_path / "tables" / "fig4")[0]
+    # A one-seed table whose paper cell has no std: no verdict for that cell.
+    spec = _minimal() | {
+        "scale": 100,
+        "columns": [{"name": "A<1>", "dataset": UNBIASED, "task": "share"}],
+    }
+    spec["rows"] = [{"method": "comm", "label": "Co & MM", "paper": {"A<1>": 80.0}}]
+    spec = report.load_spec(write_spec(tmp_path / "s.yaml", spec))
+    one = report.build_table(
+        spec,
+        report.load_probes([write_probe(tmp_path / "o", UNBIASED, "comm", 0, {"share": 0.8})]),
+        ["comm"],
     )
-    assert 'href="a.html"' in page.read_text()
+    one_csv = report.write_table(one, spec, tmp_path / "tables" / "one")[0]
+    page = tmp_path / "reports" / "index.html"
+    report.write_index(
+        [tmp_path / "reports" / "trifeatures.html"],
+        page,
+        {"fig4_trifeatures": fig4_csv, "one": one_csv},
+    )
+    text = page.read_text()
+    body = text.split("<body>", 1)[1]
+    assert body.index("Reproduction scorecard") < body.index('href="trifeatures.html"')
+    assert (
+        html.escape(
+            "1 of 4 cells within the larger of the two stds (ours over the seeds, the paper's); "
+            "1 without a std on either side, so without a verdict."
+        )
+        in text
+    )
+    assert "<td>CoMM</td><td>R</td><td>70.0 ± 14.1 (n = 2)</td><td>99.9 ± 0.1</td>" in text
+    assert "<td>-29.9</td><td>no</td>" in text
+    assert "<td>Co &amp; MM</td><td>A&lt;1&gt;</td><td>80.0 (n = 1)</td><td>80.0</td>" in text
+    assert "<td>+0.0</td><td>–</td>" in text
+    assert 'href="../tables/fig4.csv"' in text  # the table name links its CSV
 
 
-def test_training_curves_read_run_folders(tmp_path):
-    runs = []
-    for method in ("cross", "comm"):
-        run = tmp_path / "tri" / method / "seed3"
-        run.mkdir(parents=True)
-        (run / "train_log.csv").write_text("epoch,loss,ssl_acc\n1,4.0,0.1\n2,3.0,0.3\n")
-        runs.append(run)
+def test_index_without_tables_links_the_reports_only(tmp_path):
+    page = report.write_index([tmp_path / "a.html", tmp_path / "b&c.html"], tmp_path / "i.html")
+    text = page.read_text()
+    assert "scorecard" not in text
+    assert 'href="a.html"' in text and 'href="b&amp;c.html">b&amp;c<' in text
+
+
+# ---------------------------------------------------------------------------------------------
+# Training curves
+
+
+def write_run(run: Path, dataset: str, method: str, seed: int) -> Path:
+    run.mkdir(parents=True)
+    (run / "train_log.csv").write_text("epoch,loss,ssl_acc\n1,4.0,0.1\n2,3.0,0.3\n")
+    config = {"dataset": {"name": dataset}, "method": {"name": method}, "seed": seed}
+    (run / "pretrain.json").write_text(json.dumps({"seed": seed, "config": config}))
+    return run
+
+
+def test_training_curves_read_each_runs_identity_from_its_pretrain_json(tmp_path):
+    # Folder names that say nothing (or the wrong thing): the identity comes from the file.
+    runs = [
+        write_run(tmp_path / "a", "mosi", "cross", 3),
+        write_run(tmp_path / "trifeatures" / "comm" / "seed0", "humor", "comm", 4),
+    ]
     logs = report.load_logs(runs)
-    assert set(logs.method) == {"cross", "comm"} and set(logs.seed) == {3}
+    assert list(
+        logs.drop_duplicates("method")[["dataset", "method", "seed"]].itertuples(
+            index=False, name=None
+        )
+    ) == [("mosi", "cross", 3), ("humor", "comm", 4)]
+    assert len(logs) == 4
     paths = report.plot_curves(logs, tmp_path / "curves")
     assert all(p.stat().st_size > 0 for p in paths)
 
 
-def test_notebook_template_has_a_parameters_cell():
-    nb = nbformat.read(Path(__file__).parents[1] / "notebooks" / "trifeatures.ipynb", as_version=4)
+def test_a_run_without_pretrain_json_is_named(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "train_log.csv").write_text("epoch,loss\n1,4.0\n")
+    with pytest.raises(ValueError, match=f"{run / 'pretrain.json'} not found"):
+        report.load_logs([run])
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+
+def test_cli_writes_table_figures_and_index(probes, tmp_path, capsys):
+    out = tmp_path / "tables" / "fig4_trifeatures"
+    args = ["table", "--spec", str(FIG4), "--probes", *map(str, probes), "--methods", "comm"]
+    assert main([*args, "--out", str(out)]) == 0
+    md = out.with_suffix(".md").read_text()
+    assert "| CoMM | 70.0 ± 14.1 (paper 99.9, Δ -29.9) |" in md
+    assert r"70.0 $\pm$ 14.1 (paper 99.9, $\Delta$ -29.9)" in out.with_suffix(".tex").read_text()
+    csv = pd.read_csv(out.with_suffix(".csv"))
+    assert len(csv) == 5 and list(csv.within.isna()) == [False, False, True, False, False]
+    fig = tmp_path / "figures" / "fig4_trifeatures"
+    figure = ["figure", "table", "--spec", str(FIG4), "--table", str(out.with_suffix(".csv"))]
+    assert main([*figure, "--out", str(fig)]) == 0
+    assert fig.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+    assert fig.with_suffix(".pdf").read_bytes()[:4] == b"%PDF"
+    capsys.readouterr()
+    assert main(["figure", "table", "--table", str(out) + ".csv", "--out", str(fig)]) == 2
+    assert "needs --spec" in capsys.readouterr().err
+    assert main(["figure", "curves", "--out", str(fig)]) == 2  # --runs is required for curves
+    page = tmp_path / "reports" / "index.html"
+    index = ["index", "--reports", str(tmp_path / "reports" / "a.html"), "--out", str(page)]
+    assert main([*index, "--tables", f"fig4_trifeatures={out}.csv"]) == 0
+    text = page.read_text()
+    assert 'href="a.html"' in text and "Reproduction scorecard" in text
+    assert "1 of 4 cells within" in text
+    capsys.readouterr()
+    assert main([*index, "--tables", f"{out}.csv"]) == 2
+    assert "give NAME=PATH.csv" in capsys.readouterr().err
+
+
+def test_cli_refuses_a_bad_spec_and_missing_runs_in_one_line(probes, tmp_path, capsys):
+    bad = _minimal()
+    bad["columns"][0].pop("task")
+    spec = write_spec(tmp_path / "bad.yaml", bad)
+    args = ["table", "--probes", *map(str, probes), "--out", str(tmp_path / "t")]
+    assert main([*args, "--spec", str(spec), "--methods", "comm"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{spec}: columns[0]" in err
+    assert main([*args, "--spec", str(FIG4), "--methods", "comm", "cross"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "'cross' on dataset 'trifeatures'" in err
+    assert not (tmp_path / "t.csv").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Notebook templates
+
+
+@pytest.mark.parametrize(
+    ("name", "parameters"),
+    [("trifeatures", ("results_dir", "data_dir")), ("multibench", ("results_dir", "experiment"))],
+)
+def test_notebook_template_has_a_parameters_cell(name, parameters):
+    nb = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
     tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1
-    assert "results_dir" in tagged[0].source and "data_dir" in tagged[0].source
+    assert all(p in tagged[0].source for p in parameters)
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
+    if name == "multibench":
+        assert 'experiment = "table1_affect"' in tagged[0].source
 
 
-def test_table_note_says_which_precision_and_cpu_the_runs_were_pretrained_with(tmp_path):
-    scores = dict.fromkeys(TASKS, 0.5)
-    for precisions, said in ((("bf16", "bf16"), "bf16"), (("bf16", "fp32"), "bf16/fp32")):
-        root = tmp_path / said.replace("/", "_")
-        paths = [
-            write_probe(root, ds, "comm", 0, scores, precision=p)
-            for ds, p in zip(("tri", "tri_syn"), precisions)
-        ]
-        table = report.fig4_table(report.load_probes(paths), "tri", "tri_syn", ["comm"])
-        md = report.write_fig4_table(table, root / "fig4")[1].read_text()
-        assert f"Pretrained in {said} on Test CPU." in md
+def test_multibench_notebook_runs_on_a_results_folder(tmp_path):
+    """The notebook executed by papermill on a results folder the command line writes."""
+    papermill = pytest.importorskip("papermill")
+    results = tmp_path / "results"
+    probes = affect_probes(results / "runs")
+    for probe in probes:  # a run's pretrain.json beside its probe
+        write_run_meta = probe.parent / "pretrain.json"
+        write_run_meta.write_text(json.dumps({"wall_s": 60.0, "device": "cpu"}))
+    prefix = results / "tables" / "table1_affect"
+    args = ["table", "--spec", str(TABLE1), "--probes", *map(str, probes), "--methods", "comm"]
+    assert main([*args, "--out", str(prefix)]) == 0
+    figure = ["figure", "table", "--spec", str(TABLE1), "--table", f"{prefix}.csv", "--out"]
+    assert main([*figure, str(results / "figures" / "table1_affect")]) == 0
+    runs = [write_run(tmp_path / "logs" / str(i), "mosi", "comm", i) for i in (0, 1)]
+    curves = str(results / "figures" / "training_curves_table1_affect")
+    assert main(["figure", "curves", "--runs", *map(str, runs), "--out", curves]) == 0
+    out = tmp_path / "multibench.ipynb"
+    papermill.execute_notebook(
+        str(ROOT / "notebooks" / "multibench.ipynb"),
+        str(out),
+        parameters={"results_dir": str(results)},
+        progress_bar=False,
+        cwd=str(tmp_path),
+    )
+    text = "\n".join(
+        str(o.get("data", {}).get("text/plain", o.get("text", "")))
+        for c in nbformat.read(out, as_version=4).cells
+        if c.cell_type == "code"
+        for o in c.outputs
+    )
+    assert "columns: MOSI (mosi), UR-FUNNY (humor), MUsTARD (sarcasm)" in text
+    assert "66.0" in text and "68.0" in text  # the per-seed MOSI values

@@ -4,10 +4,10 @@ comm-repro prepare trifeatures --out DIR
 comm-repro prepare mosi|humor|sarcasm [--source FILE | --download-to PATH] --out DIR
 comm-repro pretrain --config CFG --dataset NAME --method NAME --seed S --data DIR --out RUN_DIR
 comm-repro probe --run RUN_DIR --data DIR --out probe.json
-comm-repro table fig4 --probes P.json ... --unbiased NAME --biased NAME --methods M ... --out PREFIX
-comm-repro figure fig4 --table PREFIX.csv --out PREFIX
+comm-repro table --spec SPEC.yaml --probes P.json ... --methods M ... --out PREFIX
+comm-repro figure table --spec SPEC.yaml --table PREFIX.csv --out PREFIX
 comm-repro figure curves --runs RUN_DIR ... --out PREFIX
-comm-repro index --reports R.html ... --out index.html
+comm-repro index --reports R.html ... [--tables NAME=PATH.csv ...] --out index.html
 """
 
 from __future__ import annotations
@@ -232,10 +232,9 @@ def cmd_probe(args: argparse.Namespace) -> int:
 def cmd_table(args: argparse.Namespace) -> int:
     from comm_repro import report
 
-    table = report.fig4_table(
-        report.load_probes(args.probes), args.unbiased, args.biased, args.methods
-    )
-    paths = report.write_fig4_table(table, args.out)
+    spec = report.load_spec(args.spec)
+    table = report.build_table(spec, report.load_probes(args.probes), args.methods)
+    paths = report.write_table(table, spec, args.out)
     print(f"wrote {', '.join(map(str, paths))}")
     return 0
 
@@ -245,11 +244,16 @@ def cmd_figure(args: argparse.Namespace) -> int:
 
     from comm_repro import report
 
-    needed = {"fig4": ("--table", args.table), "curves": ("--runs", args.runs)}[args.figure]
-    if not needed[1]:
-        raise ConfigError(f"comm-repro figure {args.figure} needs {needed[0]}")
-    if args.figure == "fig4":
-        paths = report.plot_fig4(pd.read_csv(args.table), args.out)
+    needed = {
+        "table": (("--spec", args.spec), ("--table", args.table)),
+        "curves": (("--runs", args.runs),),
+    }[args.figure]
+    missing = [option for option, value in needed if not value]
+    if missing:
+        raise ConfigError(f"comm-repro figure {args.figure} needs {' and '.join(missing)}")
+    if args.figure == "table":
+        spec = report.load_spec(args.spec)
+        paths = report.plot_table(pd.read_csv(args.table), spec, args.out)
     else:
         paths = report.plot_curves(report.load_logs(args.runs), args.out)
     print(f"wrote {', '.join(map(str, paths))}")
@@ -259,7 +263,15 @@ def cmd_figure(args: argparse.Namespace) -> int:
 def cmd_index(args: argparse.Namespace) -> int:
     from comm_repro import report
 
-    print(f"wrote {report.write_index(args.reports, args.out)}")
+    tables: dict[str, Path] = {}
+    for item in args.tables or []:
+        name, sep, path = item.partition("=")
+        if not (sep and name and path):
+            raise ConfigError(f"--tables {item!r}: give NAME=PATH.csv (an experiment's table)")
+        if name in tables:
+            raise ConfigError(f"--tables: {name!r} is given twice")
+        tables[name] = Path(path)
+    print(f"wrote {report.write_index(args.reports, args.out, tables)}")
     return 0
 
 
@@ -335,23 +347,30 @@ def make_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_probe)
 
     p = sub.add_parser("table", help="aggregate probe results into a paper table")
-    p.add_argument("table", choices=["fig4"], help="which table")
+    p.add_argument(
+        "--spec", required=True, type=Path, help="the table's spec, e.g. config/tables/*.yaml"
+    )
     p.add_argument("--probes", required=True, nargs="+", type=Path, help="probe.json files")
-    p.add_argument("--unbiased", required=True, help="dataset whose runs give R and U")
-    p.add_argument("--biased", required=True, help="dataset whose runs give S")
     p.add_argument("--methods", required=True, nargs="+", help="method keys, in table order")
     p.add_argument("--out", required=True, type=Path, help="output prefix (.csv, .md, .tex)")
     p.set_defaults(func=cmd_table)
 
     p = sub.add_parser("figure", help="draw a figure from a table or from training logs")
-    p.add_argument("figure", choices=["fig4", "curves"], help="which figure")
-    p.add_argument("--table", type=Path, help="fig4: the table's .csv")
+    p.add_argument("figure", choices=["table", "curves"], help="which figure")
+    p.add_argument("--spec", type=Path, help="table: the table's spec")
+    p.add_argument("--table", type=Path, help="table: the table's .csv (of `comm-repro table`)")
     p.add_argument("--runs", nargs="+", type=Path, help="curves: run directories")
     p.add_argument("--out", required=True, type=Path, help="output prefix (.png, .pdf)")
     p.set_defaults(func=cmd_figure)
 
-    p = sub.add_parser("index", help="an HTML page linking the reports")
+    p = sub.add_parser("index", help="an HTML page: the reproduction scorecard, report links")
     p.add_argument("--reports", required=True, nargs="+", type=Path, help="report .html files")
+    p.add_argument(
+        "--tables",
+        nargs="+",
+        metavar="NAME=PATH.csv",
+        help="experiments' tables (of `comm-repro table`) for the scorecard",
+    )
     p.add_argument("--out", required=True, type=Path, help="index .html to write")
     p.set_defaults(func=cmd_index)
     return parser

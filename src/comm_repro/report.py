@@ -1,63 +1,254 @@
-"""Aggregation of probe results into the paper's Fig. 4 table, its figure, training curves and
-the report index. Reads the JSON/CSV files the runs wrote; trains nothing."""
+"""Paper tables from probe results, their figures, training curves, the reproduction scorecard
+and the report index. Reads the JSON/CSV files the runs wrote; trains nothing.
+
+A paper table is data: its spec (``config/tables/<experiment>.yaml``, format in
+config/README.md, "Paper tables") names the columns (dataset, probe task or tasks, metric,
+chance level), the rows (one per method) and the paper's mean and std of each cell.
+:func:`build_table` fills it from the probes, :func:`write_table` and :func:`plot_table` write
+it out, and :func:`scorecard` collects every cell that has a paper value for the index page."""
 
 from __future__ import annotations
 
 import html
 import json
-from collections.abc import Iterable, Sequence
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any, NoReturn
 
 import numpy as np
 import pandas as pd
 
 from comm_repro.atomic import atomic_path, write_text
+from comm_repro.config import ConfigError, load_yaml
+from comm_repro.errors import UserError, describe
 
-# Paper Fig. 4 (reference/paper_numbers.md): mean and std over 5 runs, read off the figure.
-# "Uniqueness" is one number in the paper; it is shown beside U1 and beside mean U.
-PAPER_FIG4 = {
-    "cross": {"R": (100.0, 0.1), "U": (11.6, 0.9), "S": (50.0, 0.1)},
-    "factorcl": {"R": (99.8, 0.2), "U": (62.5, 2.6), "S": (46.5, 2.9)},
-    "cross_self": {"R": (99.7, 0.2), "U": (86.9, 0.8), "S": (50.0, 0.1)},
-    "comm": {"R": (99.9, 0.1), "U": (87.8, 1.6), "S": (71.9, 2.0)},
-}
-METHOD_LABELS = {
-    "cross": "Cross",
-    "cross_self": "Cross+Self",
-    "comm": "CoMM",
-    "factorcl": "FactorCL",
-}
-# Columns of the table: (column, probe task, pretraining role, paper key).
-FIG4_COLUMNS = (
-    ("R", "share", "unbiased", "R"),
-    ("U1", "unique1", "unbiased", "U"),
-    ("U2", "unique2", "unbiased", None),
-    ("U", None, "unbiased", "U"),  # mean of U1 and U2 within each run
-    ("S", "synergy", "biased", "S"),
-)
-CHANCE = {"R": 10.0, "U": 10.0, "S": 50.0}
+
+class ResultsError(UserError, ValueError):
+    """Probe results or run files that a table or figure needs are missing or unusable; the
+    message names the method, dataset, task or file."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Table specs
+
+SPEC_KEYS = ("title", "paper", "metric", "scale", "note", "columns", "rows", "figure")
+COLUMN_KEYS = ("name", "dataset", "task", "tasks", "metric", "scale", "chance", "lower_is_better")
+ROW_KEYS = ("method", "label", "paper")
+FIGURE_KEYS = ("columns", "labels", "ylabel", "ylim")
+
+
+def _fail(source: str, key: str, problem: str) -> NoReturn:
+    raise ConfigError(f"{source}: {key}: {problem}")
+
+
+def _mapping(node: Any, known: Sequence[str], required: Sequence[str], source: str, where: str):
+    """``node`` as a mapping with only ``known`` keys and every ``required`` one."""
+    if not isinstance(node, dict):
+        _fail(source, where or "top level", f"must be a mapping, got {type(node).__name__}")
+    for key in node:
+        if key not in known:
+            _fail(source, _key(where, key), f"unknown key (known: {', '.join(known)})")
+    for key in required:
+        if key not in node:
+            _fail(source, _key(where, key), "missing")
+    return node
+
+
+def _key(where: str, key: object) -> str:
+    return f"{where}.{key}" if where else str(key)
+
+
+def _string(value: Any, source: str, key: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        _fail(source, key, f"must be a non-empty string, got {value!r}")
+    return value
+
+
+def _number(value: Any, source: str, key: str, positive: bool = False) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or (positive and value <= 0):
+        _fail(source, key, f"must be a {'positive ' if positive else ''}number, got {value!r}")
+    return float(value)
+
+
+def _names(value: Any, source: str, key: str, allowed: Sequence[str] | None = None) -> list[str]:
+    """A non-empty list of distinct strings (each one of ``allowed`` when given)."""
+    if not isinstance(value, list) or not value:
+        _fail(source, key, f"must be a non-empty list, got {value!r}")
+    names = [_string(v, source, f"{key}[{i}]") for i, v in enumerate(value)]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            _fail(source, f"{key}[{i}]", f"duplicate {name!r}")
+        if allowed is not None and name not in allowed:
+            _fail(
+                source, f"{key}[{i}]", f"{name!r} is not a column (columns: {', '.join(allowed)})"
+            )
+    return names
+
+
+def _paper_value(value: Any, source: str, key: str) -> tuple[float, float]:
+    """A paper cell: ``mean``, ``[mean]`` or ``[mean, std]`` (std may be null) -> (mean, std)."""
+    values = value if isinstance(value, list) else [value]
+    if not 1 <= len(values) <= 2:
+        _fail(source, key, f"must be a mean or [mean, std], got {value!r}")
+    mean = _number(values[0], source, key)
+    if len(values) == 1 or values[1] is None:
+        return mean, math.nan
+    return mean, _number(values[1], source, f"{key} std")
+
+
+def _check_column(node: Any, i: int, spec: dict, source: str) -> dict:
+    where = f"columns[{i}]"
+    node = _mapping(node, COLUMN_KEYS, ("name", "dataset"), source, where)
+    if ("task" in node) == ("tasks" in node):
+        _fail(source, where, "give either task (one probe task) or tasks (their mean per run)")
+    tasks = (
+        [_string(node["task"], source, f"{where}.task")]
+        if "task" in node
+        else _names(node["tasks"], source, f"{where}.tasks")
+    )
+    if "metric" not in node and "metric" not in spec:
+        _fail(source, f"{where}.metric", "missing, and the spec has no default metric")
+    lower = node.get("lower_is_better", False)
+    if not isinstance(lower, bool):
+        _fail(source, f"{where}.lower_is_better", f"must be true or false, got {lower!r}")
+    chance = node.get("chance")
+    return {
+        "name": _string(node["name"], source, f"{where}.name"),
+        "dataset": _string(node["dataset"], source, f"{where}.dataset"),
+        "tasks": tasks,
+        "metric": _string(node.get("metric", spec.get("metric")), source, f"{where}.metric"),
+        "scale": _number(node.get("scale", spec["scale"]), source, f"{where}.scale", True),
+        "chance": None if chance is None else _number(chance, source, f"{where}.chance"),
+        "lower_is_better": lower,
+    }
+
+
+def _check_row(node: Any, i: int, names: list[str], source: str) -> dict:
+    where = f"rows[{i}]"
+    node = _mapping(node, ROW_KEYS, ("method",), source, where)
+    method = _string(node["method"], source, f"{where}.method")
+    paper = node.get("paper") or {}
+    if not isinstance(paper, dict):
+        _fail(source, f"{where}.paper", f"must be a mapping, got {type(paper).__name__}")
+    for key in paper:
+        if key not in names:
+            _fail(source, f"{where}.paper.{key}", f"not a column (columns: {', '.join(names)})")
+    return {
+        "method": method,
+        "label": _string(node.get("label", method), source, f"{where}.label"),
+        "paper": {k: _paper_value(v, source, f"{where}.paper.{k}") for k, v in paper.items()},
+    }
+
+
+def _check_figure(node: Any, names: list[str], source: str) -> dict:
+    node = _mapping(node or {}, FIGURE_KEYS, (), source, "figure")
+    columns = _names(node.get("columns", names), source, "figure.columns", names)
+    labels = _names(node.get("labels", columns), source, "figure.labels")
+    if len(labels) != len(columns):
+        _fail(source, "figure.labels", f"{len(labels)} labels for {len(columns)} columns")
+    ylim = node.get("ylim")
+    if ylim is not None:
+        if not isinstance(ylim, list) or len(ylim) != 2:
+            _fail(source, "figure.ylim", f"must be [low, high], got {ylim!r}")
+        ylim = [_number(v, source, "figure.ylim") for v in ylim]
+        if ylim[0] >= ylim[1]:
+            _fail(source, "figure.ylim", f"low must be below high, got {ylim}")
+    ylabel = node.get("ylabel")
+    return {
+        "columns": columns,
+        "labels": labels,
+        "ylabel": None if ylabel is None else _string(ylabel, source, "figure.ylabel"),
+        "ylim": ylim,
+    }
+
+
+def check_spec(raw: Any, source: str) -> dict:
+    """The spec ``raw`` (as read from ``source``) validated, with its defaults filled in: every
+    column with ``tasks`` (a list), ``metric``, ``scale``, ``chance`` (None when not given) and
+    ``lower_is_better``; every row with ``label`` and ``paper`` as {column: (mean, std)}, std NaN
+    where the paper gives none; ``figure`` with ``columns`` (default all), ``labels``, ``ylabel``
+    and ``ylim``. A problem raises a one-line ConfigError naming ``source`` and the key."""
+    spec = _mapping(raw, SPEC_KEYS, ("title", "paper", "columns", "rows"), source, "")
+    if "metric" in spec:
+        _string(spec["metric"], source, "metric")
+    spec = {**spec, "scale": _number(spec.get("scale", 1), source, "scale", positive=True)}
+    if not isinstance(spec["columns"], list) or not spec["columns"]:
+        _fail(source, "columns", f"must be a non-empty list, got {spec['columns']!r}")
+    columns = [_check_column(node, i, spec, source) for i, node in enumerate(spec["columns"])]
+    names = [c["name"] for c in columns]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            _fail(source, f"columns[{i}].name", f"duplicate {name!r}")
+    if not isinstance(spec["rows"], list):
+        _fail(source, "rows", f"must be a list, got {spec['rows']!r}")
+    rows = [_check_row(node, i, names, source) for i, node in enumerate(spec["rows"])]
+    for key in ("method", "label"):
+        seen = [row[key] for row in rows]
+        for i, value in enumerate(seen):
+            if value in seen[:i]:
+                _fail(source, f"rows[{i}].{key}", f"duplicate {value!r}")
+    note = spec.get("note", "")
+    return {
+        "source": source,
+        "title": _string(spec["title"], source, "title"),
+        "paper": _string(spec["paper"], source, "paper"),
+        "note": " ".join(_string(note, source, "note").split()) if note else "",
+        "columns": columns,
+        "rows": rows,
+        "figure": _check_figure(spec.get("figure"), names, source),
+    }
+
+
+def load_spec(path: str | Path) -> dict:
+    """A table spec file, validated (:func:`check_spec`)."""
+    return check_spec(load_yaml(path), str(path))
+
+
+# ---------------------------------------------------------------------------------------------
+# Probe results -> long table
+
+IDENTITY = ("dataset", "method", "kind", "seed", "task")
 
 
 def load_probes(paths: Iterable[str | Path]) -> pd.DataFrame:
-    """One row per (run, task): dataset, method (config key), kind, seed, task, balanced
-    accuracy in %, plain accuracy in %, the probe's class weighting, and the precision and CPU
-    the run was pretrained with."""
+    """One row per (run, task): dataset, method (config key), kind, seed, task, every numeric
+    metric of the task's probe as stored (``balanced_accuracy``, ``accuracy``, ``roc_auc``, ...;
+    fractions, not %: a table spec's ``scale`` says how they are shown; NaN where a probe stored
+    null), the probe's class weighting, and the precision and CPU the run was pretrained with."""
     rows = []
     for path in paths:
-        result = json.loads(Path(path).read_text())
-        cfg = result["config"]
+        try:
+            result = json.loads(Path(path).read_text())
+            cfg = result["config"]
+            identity = {
+                "dataset": cfg["dataset"]["name"],
+                "method": cfg["method"]["name"],
+                "kind": cfg["method"]["kind"],
+                "seed": int(cfg["seed"]),
+            }
+            tasks = result["tasks"].items()
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+            raise ResultsError(
+                f"{path} is not a probe result ({describe(err)}): write it again with "
+                "`comm-repro probe`"
+            ) from None
         pretrained = result.get("pretrained") or {}  # absent in probes of earlier versions
         cpu = pretrained.get("cpu") or {}
-        for task, metrics in result["tasks"].items():
+        for task, metrics in tasks:
+            numbers = {
+                key: math.nan if value is None else float(value)
+                for key, value in metrics.items()
+                if value is None
+                or (isinstance(value, (int, float)) and not isinstance(value, bool))
+            }
             rows.append(
                 {
-                    "dataset": cfg["dataset"]["name"],
-                    "method": cfg["method"]["name"],
-                    "kind": cfg["method"]["kind"],
-                    "seed": int(cfg["seed"]),
+                    **numbers,
+                    **identity,
                     "task": task,
-                    "balanced_accuracy": 100.0 * metrics["balanced_accuracy"],
-                    "accuracy": 100.0 * metrics["accuracy"],
                     # Probes written before the setting existed were unweighted.
                     "class_weight": metrics.get("class_weight", "none"),
                     "precision": pretrained.get("precision") or "unrecorded",
@@ -65,8 +256,9 @@ def load_probes(paths: Iterable[str | Path]) -> pd.DataFrame:
                 }
             )
     if not rows:
-        raise ValueError("no probe results given")
-    return pd.DataFrame(rows)
+        raise ResultsError("no probe results given")
+    frame = pd.DataFrame(rows)
+    return frame[[*IDENTITY, *(c for c in frame.columns if c not in IDENTITY)]]
 
 
 def _joined(values: Iterable[str]) -> str:
@@ -74,63 +266,171 @@ def _joined(values: Iterable[str]) -> str:
     return "/".join(sorted(set(values)))
 
 
-def fig4_table(
-    probes: pd.DataFrame, unbiased: str, biased: str, methods: Sequence[str]
-) -> pd.DataFrame:
-    """Long table: one row per (method, column) with mean, std over seeds, seeds, the paper's
-    value and std, and our delta to it. R and U come from the runs on ``unbiased`` pairs, S
-    from the runs on ``biased`` pairs."""
-    datasets = {"unbiased": unbiased, "biased": biased}
-    # A run's probe.json has one class weighting, precision and CPU for all its tasks: index
-    # levels, not values.
-    per_run = probes.pivot_table(
-        index=["dataset", "method", "kind", "seed", "class_weight", "precision", "cpu"],
-        columns="task",
-        values="balanced_accuracy",
-    ).reset_index()
-    per_run["U"] = per_run[["unique1", "unique2"]].mean(axis=1)
+def _within(delta: float, std: float, paper_std: float) -> bool | float:
+    """Whether |ours - paper| is at most the larger of the two stds (a missing std counts as 0);
+    NaN when there is no paper value or neither side has a std."""
+    if math.isnan(delta) or (math.isnan(std) and math.isnan(paper_std)):
+        return math.nan
+    bound = max(0.0 if math.isnan(s) else s for s in (std, paper_std))
+    # A relative margin for float rounding: 100.0 - 99.9 is a hair above 0.1.
+    return bool(abs(delta) <= bound * (1 + 1e-9) + 1e-12)
+
+
+def _per_run(probes: pd.DataFrame, method: str, column: dict, source: str) -> pd.DataFrame:
+    """The runs of ``method`` on the column's dataset: one row per seed with the column's value
+    (the metric of its task, or the mean over its tasks, times the scale) and the runs' probe
+    rows' class weighting, precision and CPU."""
+    dataset, tasks, metric = column["dataset"], column["tasks"], column["metric"]
+    what = f"method {method!r} on dataset {dataset!r}"
+    mine = probes[(probes.method == method) & (probes.dataset == dataset)]
+    if mine.empty:
+        raise ResultsError(f"no probe results for {what} (column {column['name']} of {source})")
+    if metric not in probes.columns:
+        raise ResultsError(
+            f"no probe result has the metric {metric!r} (column {column['name']} of {source})"
+        )
+    twice = mine[mine.duplicated(["seed", "task"])]
+    if not twice.empty:
+        seed, task = twice.seed.iloc[0], twice.task.iloc[0]
+        raise ResultsError(f"two probe results for {what}, seed {seed}, task {task!r}")
+    for seed, run in mine.groupby("seed"):
+        values = run.set_index("task")[metric]
+        for task in tasks:
+            if task not in values.index or pd.isna(values[task]):
+                has = f"task {task!r}" if task not in values.index else f"{metric} for {task!r}"
+                raise ResultsError(
+                    f"the probe of {what}, seed {seed}, has no {has} (column "
+                    f"{column['name']} of {source}; datasets.{dataset}.probe_tasks says which "
+                    "tasks are probed)"
+                )
+    cells = mine[mine.task.isin(tasks)]
+    per_run = cells.pivot(index="seed", columns="task", values=metric)
+    info = cells.groupby("seed")[["class_weight", "precision", "cpu"]].agg(_joined)
+    return info.assign(value=per_run[tasks].mean(axis=1) * column["scale"]).sort_index()
+
+
+def build_table(spec: dict, probes: pd.DataFrame, methods: Sequence[str]) -> pd.DataFrame:
+    """Long table: one row per (method, column), methods in the order of ``methods``, columns in
+    the spec's order: method, label (the spec row's; the method key for a method without one),
+    column, dataset, task (``a+b`` for a mean over tasks), metric, mean and std (ddof 1; NaN for
+    one seed) over the seeds, n_seeds, the paper's value and std, delta (ours - paper), within
+    (|delta| at most the larger std: True/False, NaN when undefined, see :func:`_within`), and
+    the runs' probe class weighting, precision and CPU."""
+    twice = sorted({m for m in methods if list(methods).count(m) > 1})
+    if twice:
+        raise ResultsError(f"methods given twice for the table of {spec['source']}: {twice}")
+    spec_rows = {row["method"]: row for row in spec["rows"]}
     rows = []
     for method in methods:
-        for column, task, role, paper_key in FIG4_COLUMNS:
-            runs = per_run[(per_run.method == method) & (per_run.dataset == datasets[role])]
-            if runs.empty:
-                raise ValueError(f"no probe results for method {method!r} on {datasets[role]!r}")
-            values = runs[task or column].to_numpy(dtype=float)
-            kind = runs.kind.iloc[0]
-            paper, paper_std = PAPER_FIG4.get(kind, {}).get(paper_key, (np.nan, np.nan))
+        spec_row = spec_rows.get(method, {"label": method, "paper": {}})
+        for column in spec["columns"]:
+            runs = _per_run(probes, method, column, spec["source"])
+            values = runs.value.to_numpy(dtype=float)
             mean = float(values.mean())
+            std = float(values.std(ddof=1)) if len(values) > 1 else math.nan
+            paper, paper_std = spec_row["paper"].get(column["name"], (math.nan, math.nan))
+            delta = mean - paper
             rows.append(
                 {
                     "method": method,
-                    "label": METHOD_LABELS.get(kind, method),
-                    "column": column,
-                    "pretrained_on": datasets[role],
+                    "label": spec_row["label"],
+                    "column": column["name"],
+                    "dataset": column["dataset"],
+                    "task": "+".join(column["tasks"]),
+                    "metric": column["metric"],
                     "mean": mean,
-                    "std": float(values.std(ddof=1)) if len(values) > 1 else np.nan,
+                    "std": std,
                     "n_seeds": len(values),
                     "paper": paper,
                     "paper_std": paper_std,
-                    "delta": mean - paper,
+                    "delta": delta,
+                    "within": _within(delta, std, paper_std),
                     "probe_class_weight": _joined(runs.class_weight),
                     "precision": _joined(runs.precision),
                     "cpu": _joined(runs.cpu),
                 }
             )
+    if not rows:
+        raise ResultsError(f"no methods given for the table of {spec['source']}")
     return pd.DataFrame(rows)
 
 
-def _cell(row: pd.Series, pm: str) -> str:
-    ours = f"{row['mean']:.1f}" + ("" if np.isnan(row["std"]) else f" {pm} {row['std']:.1f}")
-    if np.isnan(row["paper"]):
+# ---------------------------------------------------------------------------------------------
+# Table files
+
+TEX_SPECIAL = {c: "\\" + c for c in "&%$#_{}"} | {
+    "\\": r"\textbackslash{}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
+
+
+def _tex(text: str) -> str:
+    return "".join(TEX_SPECIAL.get(ch, ch) for ch in str(text))
+
+
+def _cell(row: pd.Series, pm: str, delta: str) -> str:
+    ours = f"{row['mean']:.1f}" + ("" if pd.isna(row["std"]) else f" {pm} {row['std']:.1f}")
+    if pd.isna(row["paper"]):
         return ours
-    return f"{ours} (paper {row['paper']:.1f}, Δ {row['delta']:+.1f})"
+    return f"{ours} (paper {row['paper']:.1f}, {delta} {row['delta']:+.1f})"
 
 
-def _wide(table: pd.DataFrame, pm: str) -> pd.DataFrame:
-    cells = table.assign(cell=[_cell(r, pm) for _, r in table.iterrows()])
-    order = list(dict.fromkeys(table.label))
-    wide = cells.pivot(index="label", columns="column", values="cell")
-    return wide.loc[order, [c[0] for c in FIG4_COLUMNS]].rename_axis(None, axis=1)
+def _check_columns(table: pd.DataFrame, names: Sequence[str], spec: dict) -> None:
+    missing = [name for name in names if name not in set(table.column)]
+    if missing:
+        raise ResultsError(
+            f"the table has no column {', '.join(missing)} of {spec['source']} (its columns: "
+            f"{', '.join(dict.fromkeys(table.column))}): was it built from another spec?"
+        )
+
+
+def _wide(table: pd.DataFrame, spec: dict, tex: bool) -> pd.DataFrame:
+    """One row per method (label first), one cell per spec column: ours (± std) and the paper's
+    value with our delta."""
+    pm, delta, down = (r"$\pm$", r"$\Delta$", r" $\downarrow$") if tex else ("±", "Δ", " ↓")
+    escape = _tex if tex else str
+    names = [c["name"] for c in spec["columns"]]
+    _check_columns(table, names, spec)
+    cells = table.assign(cell=[_cell(r, pm, delta) for _, r in table.iterrows()])
+    wide = cells.pivot(index="method", columns="column", values="cell")
+    methods = list(dict.fromkeys(table.method))
+    labels = table.drop_duplicates("method").set_index("method").label
+    wide = wide.loc[methods, names]
+    wide.columns = [
+        escape(c["name"]) + (down if c["lower_is_better"] else "") for c in spec["columns"]
+    ]
+    wide.insert(0, "Method", [escape(labels[m]) for m in methods])
+    return wide.reset_index(drop=True)
+
+
+def _sources(spec: dict) -> str:
+    """Which runs each column comes from: 'R, U from the runs on a; S from the runs on b'."""
+    by_dataset: dict[str, list[str]] = {}
+    for column in spec["columns"]:
+        by_dataset.setdefault(column["dataset"], []).append(column["name"])
+    return "; ".join(
+        f"{', '.join(names)} from the runs on {dataset}" for dataset, names in by_dataset.items()
+    )
+
+
+def table_note(table: pd.DataFrame, spec: dict) -> str:
+    """What the table holds: title, n, where each column comes from, precision and CPU, the
+    probes' class weighting, the spec's note and where the paper's values are."""
+    weights = _joined(table.probe_class_weight)
+    weighting = {
+        "balanced": "with balanced class weights (the authors' probe is unweighted)",
+        "none": "unweighted, as the authors' probe",
+    }.get(weights, f"with class weights {weights}")
+    parts = [
+        f"{spec['title'].rstrip('.')}; {seeds_summary(table.n_seeds)}.",
+        f"Columns: {_sources(spec)}.",
+        f"Pretrained in {_joined(table.precision)} on {_joined(table.cpu)}.",
+        f"Logistic-regression probes fitted {weighting}.",
+        spec["note"],
+        f"Paper: {spec['paper'].rstrip('.')}.",
+    ]
+    return " ".join(part for part in parts if part)
 
 
 def seeds_summary(n_seeds: Iterable[int]) -> str:
@@ -138,44 +438,36 @@ def seeds_summary(n_seeds: Iterable[int]) -> str:
     (a std of one value is not 0: it is undefined, so none is shown)."""
     counts = sorted({int(n) for n in n_seeds})
     if counts == [1]:
-        return "one run per method and pairing (n = 1 seed, no std)"
+        return "one run per method and dataset (n = 1 seed, no std)"
     summary = f"mean ± std over n = {'/'.join(map(str, counts))} seeds"
     return summary + " (the value alone where n = 1)" if counts[0] == 1 else summary
 
 
-def write_fig4_table(table: pd.DataFrame, prefix: str | Path) -> list[Path]:
-    """``prefix``.csv (long, numeric), .md and .tex (one row per method)."""
+def write_table(table: pd.DataFrame, spec: dict, prefix: str | Path) -> list[Path]:
+    """``prefix``.csv (the long table, numeric), .md and .tex (one row per method, one cell per
+    spec column), each with the note of :func:`table_note`."""
     prefix = Path(prefix)
-    unbiased = table[table.column == "R"].pretrained_on.iloc[0]
-    biased = table[table.column == "S"].pretrained_on.iloc[0]
-    weights = _joined(table.probe_class_weight)
-    weighting = {
-        "balanced": "with balanced class weights (the authors' probe is unweighted)",
-        "none": "unweighted, as the authors' probe",
-    }.get(weights, f"with class weights {weights}")
-    note = (
-        f"Linear-probe balanced accuracy (%), {seeds_summary(table.n_seeds)}; "
-        "R = shape (chance 10), U1/U2 = texture of image 1/2 (chance 10), U = their mean, "
-        f"S = texture-colour synergy (chance 50). R and U from runs on {unbiased}, S from runs "
-        f"on {biased}. Pretrained in {_joined(table.precision)} on {_joined(table.cpu)}. "
-        f"Logistic-regression probes fitted {weighting}. Paper: Fig. 4 (its uniqueness is shown "
-        "beside U1 and U)."
-    )
+    note = table_note(table, spec)
     paths = [prefix.with_suffix(".csv"), prefix.with_suffix(".md"), prefix.with_suffix(".tex")]
+    md, tex = _wide(table, spec, tex=False), _wide(table, spec, tex=True)
     write_text(paths[0], table.to_csv(index=False, float_format="%.3f"))
-    md = _wide(table, "±").rename_axis("Method").reset_index()
     write_text(paths[1], markdown(md) + f"\n\n{note}\n")
-    tex = _wide(table, r"$\pm$").rename_axis("Method").reset_index()
-    tex = tex.replace({"Δ": r"$\\Delta$", "%": r"\\%"}, regex=True)
     write_text(paths[2], f"% {note}\n" + tex.to_latex(index=False, escape=False))
     return paths
 
 
 def markdown(frame: pd.DataFrame) -> str:
-    """A GitHub-style Markdown table of ``frame``'s columns and cells."""
-    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * frame.shape[1]]
-    lines += ["| " + " | ".join(map(str, row)) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join(lines)
+    """A GitHub-style Markdown table of ``frame``'s columns and cells ('|' in a cell escaped)."""
+
+    def line(cells: Iterable[object]) -> str:
+        return "| " + " | ".join(str(c).replace("|", r"\|") for c in cells) + " |"
+
+    lines = [line(frame.columns), "|" + "---|" * frame.shape[1]]
+    return "\n".join([*lines, *(line(row) for row in frame.itertuples(index=False))])
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures
 
 
 def _pyplot():
@@ -198,50 +490,75 @@ def _save(fig, prefix: Path) -> list[Path]:
     return paths
 
 
-def plot_fig4(table: pd.DataFrame, prefix: str | Path) -> list[Path]:
-    """Grouped bars (R, U, S per method) with std error bars (none where n = 1), the paper's
-    values as markers and each task's chance level as a dashed line; the title gives n."""
+def plot_table(table: pd.DataFrame, spec: dict, prefix: str | Path) -> list[Path]:
+    """Grouped bars (the spec's figure columns, one bar per method) with std error bars (none
+    where n = 1), the paper's values as black markers and each column's chance level, where the
+    spec gives one, as a dashed line; the title gives n."""
     plt = _pyplot()
-    columns = ["R", "U", "S"]
-    labels = list(dict.fromkeys(table.label))
-    width = 0.8 / len(labels)
-    fig, ax = plt.subplots(figsize=(7, 3.8))
+    figure = spec["figure"]
+    columns = figure["columns"]
+    _check_columns(table, columns, spec)
+    by_name = {c["name"]: c for c in spec["columns"]}
+    shown = table[table.column.isin(columns)]
+    methods = list(dict.fromkeys(shown.method))
+    width = 0.8 / len(methods)
+    fig, ax = plt.subplots(figsize=(max(7.0, 2.0 + 0.3 * len(columns) * len(methods)), 3.8))
     x = np.arange(len(columns))
-    for i, label in enumerate(labels):
-        rows = table[table.label == label].set_index("column").loc[columns]
+    for i, method in enumerate(methods):
+        rows = shown[shown.method == method].set_index("column").loc[columns]
         offset = x - 0.4 + width * (i + 0.5)
         # No error bar where n = 1 (std NaN): a zero-length bar would read as "± 0".
         std = rows["std"].to_numpy(dtype=float)
         yerr = None if np.isnan(std).all() else std
-        ax.bar(offset, rows["mean"], width, yerr=yerr, capsize=3, label=label)
+        ax.bar(offset, rows["mean"], width, yerr=yerr, capsize=3, label=rows.label.iloc[0])
         ax.scatter(offset, rows["paper"], marker="_", s=300, color="black", zorder=3)
-    for j, column in enumerate(columns):
-        ax.hlines(CHANCE[column], j - 0.45, j + 0.45, colors="grey", linestyles="dashed")
-    ax.set_xticks(x, ["Redundancy", "Uniqueness", "Synergy"])
-    ax.set_ylabel("linear-probe balanced accuracy (%)")
-    ax.set_ylim(0, 105)
-    ax.set_title(
-        "Bimodal Trifeature (black: paper Fig. 4; dashed: chance)\n"
-        f"bars: {seeds_summary(table.n_seeds)}",
-        fontsize=10,
+    chance = [by_name[c]["chance"] for c in columns]
+    for j, level in enumerate(chance):
+        if level is not None:
+            ax.hlines(level, j - 0.45, j + 0.45, colors="grey", linestyles="dashed")
+    ticks = [
+        label + (" ↓" if by_name[c]["lower_is_better"] else "")
+        for c, label in zip(columns, figure["labels"])
+    ]
+    ax.set_xticks(x, ticks)
+    metrics = _joined(by_name[c]["metric"] for c in columns)
+    ax.set_ylabel(figure["ylabel"] or metrics)
+    if figure["ylim"]:
+        ax.set_ylim(*figure["ylim"])
+    keys = f"black: paper {spec['paper']}" + (
+        "; dashed: chance" if any(c is not None for c in chance) else ""
     )
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=len(labels), frameon=False)
+    ax.set_title(f"{spec['title']}\nbars: {seeds_summary(shown.n_seeds)}; {keys}", fontsize=10)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=len(methods), frameon=False)
     paths = _save(fig, Path(prefix))
     plt.close(fig)
     return paths
 
 
 def load_logs(run_dirs: Iterable[str | Path]) -> pd.DataFrame:
-    """Every run's train_log.csv with its dataset, method and seed (from the path
-    ``.../{dataset}/{method}/seed{seed}``)."""
+    """Every run's train_log.csv with its dataset, method and seed, read from the run's
+    pretrain.json (``config.dataset.name``, ``config.method.name``, ``config.seed``)."""
     frames = []
     for run in map(Path, run_dirs):
+        meta = run / "pretrain.json"
+        if not meta.is_file():
+            raise ResultsError(
+                f"{meta} not found: the run has not finished pretraining (its dataset, method "
+                "and seed are read from that file)"
+            )
+        try:
+            cfg = json.loads(meta.read_text())["config"]
+            identity = (cfg["dataset"]["name"], cfg["method"]["name"], int(cfg["seed"]))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+            raise ResultsError(
+                f"{meta} does not say which run it is ({describe(err)}): write it again with "
+                "`comm-repro pretrain`"
+            ) from None
         log = pd.read_csv(run / "train_log.csv")
-        log["dataset"], log["method"] = run.parent.parent.name, run.parent.name
-        log["seed"] = int(run.name.removeprefix("seed"))
+        log["dataset"], log["method"], log["seed"] = identity
         frames.append(log)
     if not frames:
-        raise ValueError("no runs given")
+        raise ResultsError("no runs given")
     return pd.concat(frames, ignore_index=True)
 
 
@@ -267,18 +584,123 @@ def plot_curves(logs: pd.DataFrame, prefix: str | Path) -> list[Path]:
     return paths
 
 
-def write_index(reports: Sequence[str | Path], out: str | Path) -> Path:
-    """An HTML page linking every report (paths relative to the index)."""
+# ---------------------------------------------------------------------------------------------
+# Scorecard and index
+
+SCORECARD_COLUMNS = (
+    "table",
+    "label",
+    "column",
+    "mean",
+    "std",
+    "n_seeds",
+    "paper",
+    "paper_std",
+    "delta",
+    "within",
+)
+
+
+def _verdict(value: Any) -> bool | float:
+    """A table's ``within`` as True/False/NaN, also as read back from its CSV."""
+    if isinstance(value, str):
+        return {"true": True, "false": False}.get(value.strip().lower(), math.nan)
+    return math.nan if pd.isna(value) else bool(value)
+
+
+def scorecard(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """Every cell of the long ``tables`` (by experiment name) that has a paper value: table,
+    label, column, mean, std, n_seeds, paper, paper_std, delta and within (True/False/NaN)."""
+    frames = []
+    for name, table in tables.items():
+        cells = table[table.paper.notna()]
+        frames.append(cells.assign(table=name, within=[_verdict(v) for v in cells.within]))
+    if not frames:
+        return pd.DataFrame(columns=list(SCORECARD_COLUMNS))
+    card = pd.concat(frames, ignore_index=True)
+    return card[list(SCORECARD_COLUMNS)]
+
+
+def _value(mean: float, std: float) -> str:
+    return f"{mean:.1f}" + ("" if pd.isna(std) else f" ± {std:.1f}")
+
+
+def scorecard_summary(card: pd.DataFrame) -> str:
+    """'k of m cells within the larger of the two stds', m counting the cells with a verdict."""
+    verdicts = [v for v in card.within if not pd.isna(v)]
+    summary = (
+        f"{sum(verdicts)} of {len(verdicts)} cells within the larger of the two stds (ours over "
+        "the seeds, the paper's)"
+    )
+    undecided = len(card) - len(verdicts)
+    if undecided:
+        summary += f"; {undecided} without a std on either side, so without a verdict"
+    return summary + "."
+
+
+def _scorecard_html(card: pd.DataFrame, links: Mapping[str, str]) -> str:
+    if card.empty:
+        return "<p>No cell of these tables has a paper value.</p>"
+    head = ("table", "method", "column", "ours (mean ± std, n)", "paper (± std)", "difference")
+    rows = []
+    for r in card.itertuples(index=False):
+        verdict = "–" if pd.isna(r.within) else ("yes" if r.within else "no")
+        table = html.escape(r.table)
+        if r.table in links:
+            table = f'<a href="{html.escape(links[r.table])}">{table}</a>'
+        cells = [
+            table,
+            html.escape(str(r.label)),
+            html.escape(str(r.column)),
+            html.escape(f"{_value(r.mean, r.std)} (n = {int(r.n_seeds)})"),
+            html.escape(_value(r.paper, r.paper_std)),
+            html.escape(f"{r.delta:+.1f}"),
+            verdict,
+        ]
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    header = "".join(f"<th>{html.escape(h)}</th>" for h in (*head, "within"))
+    return (
+        f"<p>{html.escape(scorecard_summary(card))}</p>\n<table>\n<thead><tr>{header}</tr>"
+        "</thead>\n<tbody>\n" + "\n".join(rows) + "\n</tbody>\n</table>"
+    )
+
+
+STYLE = (
+    "<style>body{font-family:sans-serif;max-width:70em;margin:1em auto;padding:0 1em}"
+    "table{border-collapse:collapse}th,td{border:1px solid #ccc;padding:.2em .6em;"
+    "text-align:left}</style>"
+)
+
+
+def write_index(
+    reports: Sequence[str | Path],
+    out: str | Path,
+    tables: Mapping[str, str | Path] | None = None,
+) -> Path:
+    """An HTML page: with ``tables`` (experiment name -> long-table CSV), first the reproduction
+    scorecard of their cells that have a paper value, then links to every report (paths
+    relative to the index)."""
     out = Path(out)
+    tables = dict(tables or {})
+    parts = []
+    if tables:
+        card = scorecard({name: pd.read_csv(path) for name, path in tables.items()})
+        links = {
+            name: Path(os.path.relpath(path, out.parent)).as_posix()
+            for name, path in tables.items()
+        }
+        parts.append(f"<h2>Reproduction scorecard</h2>\n{_scorecard_html(card, links)}")
     items = "\n".join(
         f'<li><a href="{html.escape(Path(r).relative_to(out.parent).as_posix())}">'
         f"{html.escape(Path(r).stem)}</a></li>"
         for r in map(Path, reports)
     )
+    parts.append(f"<h2>Reports</h2>\n<ul>\n{items}\n</ul>")
     page = (
-        "<!doctype html>\n<html><head><meta charset='utf-8'><title>CoMM reproduction reports"
-        "</title></head>\n<body><h1>CoMM reproduction: reports</h1>\n<ul>\n"
-        f"{items}\n</ul>\n</body></html>\n"
+        "<!doctype html>\n<html><head><meta charset='utf-8'><title>CoMM reproduction</title>"
+        f"{STYLE}</head>\n<body><h1>CoMM reproduction</h1>\n"
+        + "\n".join(parts)
+        + "\n</body></html>\n"
     )
     write_text(out, page)
     return out
