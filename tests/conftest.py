@@ -8,27 +8,33 @@ from pathlib import Path
 import pytest
 import yaml
 
+IMAGES = [{"name": "image1", "kind": "image"}, {"name": "image2", "kind": "image"}]
+TRIFEATURE_TASKS = [
+    {"name": "share", "kind": "multiclass"},
+    {"name": "unique1", "kind": "multiclass"},
+    {"name": "unique2", "kind": "multiclass"},
+    {"name": "synergy", "kind": "binary"},
+]
+
+
+def _trifeatures(pairing: str) -> dict:
+    return {
+        "family": "trifeatures",
+        "prepare": {"generator_seed": 42},
+        "resolution": 64,
+        "pairing": pairing,
+        "pairing_seed": 42,
+        "max_train_pairs": 96,
+        "modalities": copy.deepcopy(IMAGES),
+        "tasks": copy.deepcopy(TRIFEATURE_TASKS),
+        "probe": {"max_train_samples": 300},
+    }
+
+
 TINY_CONFIG = {
-    "seeds": [0],
     "datasets": {
-        "trifeatures": {
-            "family": "trifeatures",
-            "generator_seed": 42,
-            "resolution": 64,
-            "pairing": "unbiased",
-            "pairing_seed": 42,
-            "max_train_pairs": 96,
-            "probe_train_pairs": 300,
-        },
-        "trifeatures_synergy": {
-            "family": "trifeatures",
-            "generator_seed": 42,
-            "resolution": 64,
-            "pairing": "biased",
-            "pairing_seed": 42,
-            "max_train_pairs": 96,
-            "probe_train_pairs": 300,
-        },
+        "trifeatures": _trifeatures("unbiased"),
+        "trifeatures_synergy": _trifeatures("biased"),
     },
     "methods": {
         "comm": {"kind": "comm", "terms": "both", "reduce": "mean", "temperature": 0.1},
@@ -42,13 +48,23 @@ TINY_CONFIG = {
         },
     },
     "model": {
-        "encoder": "alexnet",
         "embed_dim": 32,
         "heads": 2,
         "layers": 1,
         "mlp_ratio": 2,
         "head_hidden": 32,
         "head_out": 16,
+    },
+    "encoders": {
+        "image": {"name": "alexnet"},
+        "sequence": {
+            "name": "transformer",
+            "dim": 16,
+            "layers": 2,
+            "heads": 2,
+            "dim_feedforward": 32,
+            "dropout": 0.1,
+        },
     },
     "train": {
         "epochs": 3,
@@ -59,21 +75,27 @@ TINY_CONFIG = {
         "precision": "fp32",
     },
     "augment": {
-        "strong": {
-            "crop_scale": [0.08, 1.0],
-            "jitter": [0.4, 0.4, 0.4, 0.1],
-            "jitter_p": 0.8,
-            "gray_p": 0.2,
-            "blur_p": 0.5,
-            "blur_sigma": [0.1, 2.0],
-            "flip_p": 0.5,
+        "image": {
+            "strong": {
+                "crop_scale": [0.08, 1.0],
+                "jitter": [0.4, 0.4, 0.4, 0.1],
+                "jitter_p": 0.8,
+                "gray_p": 0.2,
+                "blur_p": 0.5,
+                "blur_sigma": [0.1, 2.0],
+                "flip_p": 0.5,
+            },
+            "weak": {
+                "crop_scale": [0.5, 1.0],
+                "jitter_p": 0.0,
+                "gray_p": 0.0,
+                "blur_p": 0.0,
+                "flip_p": 0.0,
+            },
         },
-        "weak": {
-            "crop_scale": [0.5, 1.0],
-            "jitter_p": 0.0,
-            "gray_p": 0.0,
-            "blur_p": 0.0,
-            "flip_p": 0.0,
+        "sequence": {
+            "strong": {"drop_p": 0.5, "drop_frac": [0.0, 0.8], "noise_p": 0.5, "noise_std": 0.1},
+            "weak": {"drop_p": 0.0, "noise_p": 0.0},
         },
     },
     "probe": {
@@ -84,6 +106,15 @@ TINY_CONFIG = {
         "batch_size": 128,
     },
 }
+
+
+def tiny_run(dataset: str = "trifeatures", method: str = "comm", seed: int = 0, **sections):
+    """The resolved settings of one run of the tiny study (sections replaced by ``sections``)."""
+    from comm_repro.config import run_config
+
+    cfg = copy.deepcopy(TINY_CONFIG)
+    cfg.update(sections)
+    return run_config(cfg, dataset, method, seed)
 
 
 @pytest.fixture
