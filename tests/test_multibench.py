@@ -31,12 +31,12 @@ SIZES = {"train": 9, "valid": 5, "test": 6}
 DROPPED = ("train", 2)  # the sample whose text is all zero
 
 
-def affect_data(name: str, seed: int = 0) -> tuple[dict, dict]:
+def affect_data(name: str, seed: int = 0, sizes: dict | None = None) -> tuple[dict, dict]:
     """A raw dict in the authors' layout, and the padding (leading zero steps) of each sample."""
     rng = np.random.default_rng(seed)
     dims = mb.DATASETS[name].dims
     data, padding = {}, {}
-    for split, n in SIZES.items():
+    for split, n in (sizes or SIZES).items():
         pad = rng.integers(0, 45, size=n)
         pad[0] = 0  # one sample without padding
         arrays = {k: rng.standard_normal((n, 50, d)).astype(np.float32) for k, d in dims.items()}

@@ -78,7 +78,7 @@ def cores(case: str) -> int:
 def small_study(tmp: Path, seeds: list[int]) -> tuple[str, list[str]]:
     """The tiny study cut to one epoch of one step on 32 pairs, one method on one dataset."""
     cfg = load(TINY)
-    cfg["seeds"] = seeds
+    cfg["experiments"]["fig4_trifeatures"]["seeds"] = seeds
     cfg["train"].update(epochs=1, batch_size=32)
     cfg["datasets"]["trifeatures"]["max_train_pairs"] = 32
     runs = [f"results/runs/trifeatures/cross/seed{seed}" for seed in seeds]

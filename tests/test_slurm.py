@@ -222,13 +222,13 @@ def study_on_slurm(cluster, tmp_path_factory):
 def test_tiny_study_runs_as_slurm_jobs_to_the_report(study_on_slurm):
     workdir, log, jobs = study_on_slurm
     reports = workdir / "results" / "reports"
-    assert "trifeatures.html" in (reports / "index.html").read_text()
-    assert "data:image/png;base64" in (reports / "trifeatures.html").read_text()
+    assert "fig4_trifeatures.html" in (reports / "index.html").read_text()
+    assert "data:image/png;base64" in (reports / "fig4_trifeatures.html").read_text()
 
     # SLURM's own record: every data, pretraining and probe job ran as a SLURM job and ended
     # COMPLETED; the local rules (settings, table, figures, report) never reached SLURM.
     rules = Counter(rule_and_wildcards(job)[0] for job in jobs)
-    assert rules == Counter(prepare_trifeatures=1, pretrain=6, probe=6), jobs
+    assert rules == Counter(prepare=1, pretrain=6, probe=6), jobs
     assert {job["state"] for job in jobs} == {"COMPLETED"}, jobs
     for job in jobs:  # and each left its log where the README says
         rule, wildcards = rule_and_wildcards(job)

@@ -89,7 +89,9 @@ def test_shipped_configs_are_valid(path):
         (lambda c: c["methods"]["cross"].update(temperature=0.1), "temperature"),
         (lambda c: c["methods"]["comm"].update(kind="simclr"), "kind"),
         (lambda c: c["probe"].update(holdout_fraction=1.0), "holdout_fraction"),
-        (lambda c: c.update(seeds=[]), "seeds"),
+        (lambda c: c["experiments"]["fig4_trifeatures"].update(seeds=[]), "seeds"),
+        (lambda c: c["datasets"]["trifeatures"]["modalities"][0].update(kind="audio"), "kind"),
+        (lambda c: c["datasets"]["trifeatures"].update(probe_tasks=["share"]), "probe_tasks"),
         (lambda c: c["resources"]["pretrain"].pop("gpu"), "gpu"),
         (lambda c: c.update(extras={}), "extras"),
     ],
@@ -106,13 +108,21 @@ def _rename_model_key(cfg):
     cfg["model"]["embed_dimension"] = cfg["model"].pop("embed_dim")
 
 
-def _biased_names_unbiased_data(cfg):
-    cfg["fig4"]["biased"] = "trifeatures"
+def _experiment_names_an_unknown_method(cfg):
+    cfg["experiments"]["fig4_trifeatures"]["methods"] = ["cross", "simclr"]
+
+
+def _experiment_names_a_missing_table(cfg):
+    cfg["experiments"]["fig4_trifeatures"]["table"] = "fig9"
 
 
 @pytest.mark.parametrize(
     "edit, named",
-    [(_rename_model_key, "embed_dimension"), (_biased_names_unbiased_data, "fig4.biased")],
+    [
+        (_rename_model_key, "embed_dimension"),
+        (_experiment_names_an_unknown_method, "experiments.fig4_trifeatures.methods"),
+        (_experiment_names_a_missing_table, "config/tables/fig9.yaml"),
+    ],
 )
 def test_snakemake_stops_at_start_up_naming_the_bad_key(tmp_path, edit, named):
     cfg = load(TINY)
@@ -141,23 +151,48 @@ def test_a_missing_command_line_stops_the_workflow_with_a_hint(tmp_path):
 # Plans
 
 
-def test_paper_protocol_plans_every_run(tmp_path):
-    result = snakemake(workdir_for(tmp_path), "-n", "--configfile", "config/paper.yaml")
+def test_paper_protocol_plans_fig4_and_table1_with_five_seeds(tmp_path):
+    result = snakemake(workdir_for(tmp_path), "-n", "-p", "--configfile", "config/paper.yaml")
     jobs = planned_jobs(result.stdout)
-    runs = 5 * 2 * 3  # seeds x datasets (unbiased, biased) x methods
-    assert jobs["pretrain"] == runs
-    assert jobs["probe"] == runs
-    assert jobs["run_settings"] == runs
-    assert jobs["prepare_trifeatures"] == 1
-    for rule in ("table_fig4", "figure_fig4", "figure_training_curves", "report_trifeatures"):
-        assert jobs[rule] == 1
-    assert sum(jobs.values()) == 3 * runs + 1 + 6 + 1  # + report_html, report_index, all
+    fig4 = 5 * 2 * 3  # seeds x datasets (unbiased, biased pairs) x methods
+    table1 = 5 * 3 * 3  # seeds x datasets (MOSI, UR-FUNNY, MUsTARD) x methods
+    runs = fig4 + table1
+    for rule in ("pretrain", "probe", "run_settings", "probe_settings"):
+        assert jobs[rule] == runs, rule
+    assert jobs["prepare"] == 4  # Trifeature, generated once, and the three affect files
+    for rule in ("table", "figure_table", "figure_training_curves", "report_notebook"):
+        assert jobs[rule] == 2, rule  # Fig. 4 and Table 1
+    assert sum(jobs.values()) == 4 * runs + 4 + 4 * 2 + 2 + 1 + 1  # html x2, index, all
+    for seed in range(5):
+        assert f"results/runs/mosi/comm/seed{seed}/probe.json" in result.stdout
+    assert "comm-repro prepare sarcasm" in result.stdout
+
+
+def test_an_affect_dataset_without_its_raw_file_fails_at_prepare(tmp_path):
+    """Drive is out of reach here (as on many GPU nodes) and no copy is at hand: the prepare
+    job fails, saying which file to fetch and where to put it; nothing later runs."""
+    workdir = workdir_for(tmp_path / "wd")
+    cfg = load(REPO / "config/paper.yaml")
+    cfg["experiments"]["table1_affect"]["seeds"] = [0]
+    config = write_config(tmp_path, cfg, "paper.yaml")
+    # An unreachable proxy: the download fails at once, as without a route to Drive.
+    env = {**ENV, "COMM_REPRO_RAW_DIR": str(tmp_path / "raw"), "HTTPS_PROXY": "http://127.0.0.1:9"}
+    target = "results/runs/mosi/comm/seed0/probe.json"
+    result = snakemake(
+        workdir, target, "--cores", "1", "--configfile", config, check=False, env=env
+    )
+    assert result.returncode != 0
+    log = (workdir / "results/logs/prepare/mosi.log").read_text()
+    assert "https://drive.google.com/uc?id=1_XdzdW8UNG1TTS6QcX10uhoS6N11OBit" in log
+    assert f"put it at {tmp_path / 'raw' / 'mosi' / 'mosi_data.pkl'}" in log
+    assert "datasets.<name>.source" in log and "Traceback" not in log
+    assert not (workdir / "results/logs/pretrain").exists()
 
 
 def test_the_report_waits_for_the_table_and_figures_it_shows(tmp_path):
-    plan = snakemake(workdir_for(tmp_path), "-n", "results/reports/trifeatures.ipynb").stdout
+    plan = snakemake(workdir_for(tmp_path), "-n", "results/reports/fig4_trifeatures.ipynb").stdout
     jobs = planned_jobs(plan)
-    for rule in ("table_fig4", "figure_fig4", "figure_training_curves"):
+    for rule in ("table", "figure_table", "figure_training_curves"):
         assert jobs[rule] == 1, rule
 
 
@@ -186,14 +221,16 @@ def finished_study(tmp_path_factory):
 def test_tiny_study_produces_the_report(finished_study):
     workdir, seconds = finished_study
     results = workdir / "results"
-    html = (results / "reports" / "trifeatures.html").read_text()
+    html = (results / "reports" / "fig4_trifeatures.html").read_text()
     assert "data:image/png;base64" in html
-    assert "trifeatures.html" in (results / "reports" / "index.html").read_text()
+    index = (results / "reports" / "index.html").read_text()
+    assert "fig4_trifeatures.html" in index
+    assert index.index("Reproduction scorecard") < index.index("fig4_trifeatures.html")
     table = (results / "tables" / "fig4_trifeatures.md").read_text()
     for name in ("cross", "cross_self", "comm"):
         assert (results / "runs" / "trifeatures_synergy" / name / "seed0" / "probe.json").exists()
     assert table.count("\n") >= 4
-    for stem in ("fig4_trifeatures", "training_curves_trifeatures"):
+    for stem in ("fig4_trifeatures", "training_curves_fig4_trifeatures"):
         assert (results / "figures" / f"{stem}.png").stat().st_size > 0
     for stage in ("pretrain", "probe"):
         assert (results / "benchmarks" / stage / "trifeatures" / "comm" / "seed0.tsv").exists()
@@ -204,9 +241,9 @@ def test_tiny_study_produces_the_report(finished_study):
 
 def _planned_commands(output: str, step: str) -> list[str]:
     return (
-        re.findall(rf"comm-repro {step} .*?--method (\w+)", output)
+        re.findall(rf"comm-repro {step} --settings \S+/(\w+)/seed\d+/settings.yaml", output)
         if step == "pretrain"
-        else [m for m in re.findall(rf"comm-repro {step} --run \S+/(\w+)/seed\d+ ", output)]
+        else re.findall(rf"comm-repro {step} --run \S+/(\w+)/seed\d+ ", output)
     )
 
 
@@ -222,22 +259,21 @@ def test_editing_one_method_reruns_only_its_jobs(finished_study, tmp_path):
     assert jobs["pretrain"] == jobs["probe"] == 2  # cross on both datasets, one seed
     assert set(_planned_commands(plan, "pretrain")) == {"cross"}
     assert set(_planned_commands(plan, "probe")) == {"cross"}
-    assert jobs["table_fig4"] == 1 and jobs["report_trifeatures"] == 1
+    assert jobs["table"] == 1 and jobs["report_notebook"] == 1
 
 
 @pytest.mark.slow
 def test_editing_a_dataset_probe_key_reruns_only_probes(finished_study, tmp_path):
     workdir, _ = finished_study
     cfg = load(TINY)
-    # The tiny study inherits probe_tasks [synergy] from config/config.yaml: ask for one more.
-    cfg["datasets"]["trifeatures_synergy"]["probe_tasks"] = ["share", "synergy"]
+    cfg["datasets"]["trifeatures_synergy"]["probe"] = {"max_train_samples": 400}
     plan = snakemake(
         workdir, "-n", "-p", "--configfile", write_config(tmp_path, cfg, "edited.yaml")
     ).stdout
     jobs = planned_jobs(plan)
     assert "pretrain" not in jobs and "run_settings" not in jobs
-    assert jobs["probe"] == 3  # the three methods on trifeatures_synergy
-    assert "dataset.probe_tasks=[share, synergy]" in plan
+    assert jobs["probe_settings"] == jobs["probe"] == 3  # the methods on trifeatures_synergy
+    assert "--settings results/runs/trifeatures_synergy/comm/seed0/probe_settings.yaml" in plan
 
 
 @pytest.mark.slow
@@ -247,14 +283,14 @@ def test_forcerun_probe_reruns_probes_and_reports_not_pretraining(finished_study
     jobs = planned_jobs(plan)
     assert jobs["probe"] == 6
     assert "pretrain" not in jobs and "run_settings" not in jobs
-    assert jobs["table_fig4"] == 1 and jobs["report_index"] == 1
+    assert jobs["table"] == 1 and jobs["report_index"] == 1
 
 
 def _longer_run(workdir: Path, tmp_path: Path, seed: int, epochs: int):
     """A CoMM run of the tiny study on 1,024 pairs: its config file, run directory, model.pt
     target and the Snakemake command that trains it."""
     cfg = load(TINY)
-    cfg["seeds"] = [seed]
+    cfg["experiments"]["fig4_trifeatures"]["seeds"] = [seed]
     cfg["datasets"]["trifeatures"]["max_train_pairs"] = 1024
     cfg["train"]["epochs"] = epochs
     config = write_config(tmp_path, cfg, "long.yaml")
@@ -327,7 +363,7 @@ def test_rerun_of_a_finished_run_writes_its_outputs_from_the_checkpoint(study_co
     if trigger == "forcerun":
         args += ["--forcerun", "pretrain"]
     else:
-        (study_copy / "results/data/trifeatures/seed42/train.npz").touch()
+        (study_copy / "results/data/trifeatures/generator_seed-42/train.npz").touch()
     snakemake(study_copy, *args)
     log = (study_copy / "results/logs/pretrain/trifeatures/comm/seed0.log").read_text()
     assert "already trained (2 epochs); outputs written again" in log, log[-2000:]
@@ -341,7 +377,7 @@ def test_rerun_of_a_finished_run_writes_its_outputs_from_the_checkpoint(study_co
 @pytest.mark.slow
 def test_corrupt_data_fails_in_one_line_and_costs_no_finished_run(study_copy):
     before = _weights(study_copy / RUN0 / "model.pt")
-    data = study_copy / "results/data/trifeatures/seed42"
+    data = study_copy / "results/data/trifeatures/generator_seed-42"
     npz = data / "train.npz"
     intact = npz.read_bytes()
     npz.write_bytes(intact[:4096])  # a truncated copy, as an interrupted transfer

@@ -139,7 +139,10 @@ def fetch(
     transport = transport or gdown_transport
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.download")
-    elsewhere = f"fetch {url} another way (e.g. in a browser) and put it at {target}"
+    elsewhere = (
+        f"fetch {url} another way (e.g. in a browser) and put it at {target}, or name a copy "
+        "you have with --source (in a study: datasets.<name>.source)"
+    )
     record = read_record(target)
     if expected_sha256 is None and record is not None:
         expected_sha256, expected_size = record["sha256"], record["size"]
