@@ -364,7 +364,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_figure)
 
     p = sub.add_parser("index", help="an HTML page: the reproduction scorecard, report links")
-    p.add_argument("--reports", required=True, nargs="+", type=Path, help="report .html files")
+    p.add_argument("--reports", nargs="*", default=[], type=Path, help="report .html files")
     p.add_argument(
         "--tables",
         nargs="+",
