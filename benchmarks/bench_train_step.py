@@ -34,10 +34,10 @@ import torch
 import yaml
 from bench_common import import_authors_modules, machine_line
 
-from comm_repro.cli import build_for_run
 from comm_repro.config import run_config
 from comm_repro.data.paired import PairedBank
 from comm_repro.evaluate import extract_features
+from comm_repro.methods import build_method
 from comm_repro.memory import reuse_freed_memory
 from comm_repro.train import autocast_context, seed_everything
 
@@ -88,7 +88,8 @@ def build_authors_model(path: str, cfg: dict):
 
 class OurStep:
     def __init__(self, cfg, data, device, precision, batch_size):
-        self.method = build_for_run(cfg).to(device, memory_format=torch.channels_last)
+        method = build_method(cfg, data.sample_shapes())
+        self.method = method.to(device, memory_format=torch.channels_last)
         self.method.train()
         wd, lr = float(cfg["train"]["weight_decay"]), float(cfg["train"]["lr"])
         self.optimizer = torch.optim.AdamW(self.method.param_groups(wd), lr=lr)
@@ -119,7 +120,7 @@ class AuthorsStep:
         self.optimizer = self.model.configure_optimizers()
         batch = ours.data.gather(torch.randint(len(ours.data), (batch_size,)))
         with torch.no_grad():
-            views = [[t.strong(x) for t, x in zip(ours.method.transforms, batch)] for _ in "12"]
+            views = [ours.method.views("strong", batch.inputs, batch.masks) for _ in "12"]
         self.x1, self.x2 = views
         self.device, self.precision = device, precision
 
@@ -217,8 +218,8 @@ def main() -> None:
     if args.skip_extract:
         return
     seed_everything(0)
-    method = build_for_run(cfg).to(device)
     train, test = synthetic_bank(2400, 10_000, size), synthetic_bank(200, 4_094, size)
+    method = build_method(cfg, train.sample_shapes()).to(device)
     t0 = time.perf_counter()
     for bank in (train, test):
         extract_features(method, bank, device, batch_size=256, progress=False)

@@ -534,11 +534,11 @@ def write_run(run: Path, dataset: str, method: str, seed: int) -> Path:
     run.mkdir(parents=True)
     (run / "train_log.csv").write_text("epoch,loss,ssl_acc\n1,4.0,0.1\n2,3.0,0.3\n")
     config = {"dataset": {"name": dataset}, "method": {"name": method}, "seed": seed}
-    (run / "pretrain.json").write_text(json.dumps({"seed": seed, "config": config}))
+    (run / "run.json").write_text(json.dumps(config))
     return run
 
 
-def test_training_curves_read_each_runs_identity_from_its_pretrain_json(tmp_path):
+def test_training_curves_read_each_runs_identity_from_its_run_record(tmp_path):
     # Folder names that say nothing (or the wrong thing): the identity comes from the file.
     runs = [
         write_run(tmp_path / "a", "mosi", "cross", 3),
@@ -555,11 +555,11 @@ def test_training_curves_read_each_runs_identity_from_its_pretrain_json(tmp_path
     assert all(p.stat().st_size > 0 for p in paths)
 
 
-def test_a_run_without_pretrain_json_is_named(tmp_path):
+def test_a_run_without_its_record_is_named(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     (run / "train_log.csv").write_text("epoch,loss\n1,4.0\n")
-    with pytest.raises(ValueError, match=f"{run / 'pretrain.json'} not found"):
+    with pytest.raises(ValueError, match=f"{run / 'run.json'} not found"):
         report.load_logs([run])
 
 

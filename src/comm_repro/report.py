@@ -536,18 +536,18 @@ def plot_table(table: pd.DataFrame, spec: dict, prefix: str | Path) -> list[Path
 
 
 def load_logs(run_dirs: Iterable[str | Path]) -> pd.DataFrame:
-    """Every run's train_log.csv with its dataset, method and seed, read from the run's
-    pretrain.json (``config.dataset.name``, ``config.method.name``, ``config.seed``)."""
+    """Every run's train_log.csv with its dataset, method and seed, read from the run's record
+    ``run.json`` (its resolved settings, written before it trained)."""
     frames = []
     for run in map(Path, run_dirs):
-        meta = run / "pretrain.json"
+        meta = run / "run.json"
         if not meta.is_file():
             raise ResultsError(
-                f"{meta} not found: the run has not finished pretraining (its dataset, method "
-                "and seed are read from that file)"
+                f"{meta} not found: the run has not been pretrained (its dataset, method and "
+                "seed are read from that file)"
             )
         try:
-            cfg = json.loads(meta.read_text())["config"]
+            cfg = json.loads(meta.read_text())
             identity = (cfg["dataset"]["name"], cfg["method"]["name"], int(cfg["seed"]))
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
             raise ResultsError(

@@ -2,14 +2,6 @@
 
 import shlex
 import shutil
-import sys
-
-import yaml
-
-sys.path.insert(0, str(Path(workflow.basedir).parent / "src"))
-# The settings logic of the command line (plain Python: PyYAML and jsonschema, which Snakemake
-# brings), so that the workflow resolves a run's settings exactly as `comm-repro` does.
-from comm_repro import config as settings  # noqa: E402
 
 RESULTS = "results"
 RUN = f"{RESULTS}/runs/{{dataset}}/{{method}}/seed{{seed}}"
@@ -70,8 +62,12 @@ def experiments():
 
 
 def experiment_datasets(name):
-    spec = settings.load_yaml(settings.table_spec_path(config["experiments"][name]["table"]))
-    return list(dict.fromkeys(column["dataset"] for column in spec.get("columns") or []))
+    spec = settings.load_yaml(
+        settings.table_spec_path(config["experiments"][name]["table"])
+    )
+    return list(
+        dict.fromkeys(column["dataset"] for column in spec.get("columns") or [])
+    )
 
 
 check_config()
@@ -96,7 +92,10 @@ def prepare_arguments(wildcards):
     """`comm-repro prepare` options of a prepared copy: the dataset's prepare: section, and the
     raw file when the study names one (datasets.<name>.source)."""
     dataset = PREPARED[wildcards.data_id]
-    items = [f"{key}={value}" for key, value in sorted((dataset.get("prepare") or {}).items())]
+    items = [
+        f"{key}={value}"
+        for key, value in sorted((dataset.get("prepare") or {}).items())
+    ]
     args = f"--option {' '.join(shlex.quote(i) for i in items)}" if items else ""
     if dataset.get("source"):
         args += f" --source {shlex.quote(str(dataset['source']))}"
@@ -106,13 +105,17 @@ def prepare_arguments(wildcards):
 def run_settings(wildcards):
     """The resolved settings of one run, as its pretraining reads them (comm_repro.config):
     Snakemake reruns the job whose settings changed."""
-    run = settings.run_config(config, wildcards.dataset, wildcards.method, int(wildcards.seed))
+    run = settings.run_config(
+        config, wildcards.dataset, wildcards.method, int(wildcards.seed)
+    )
     return settings.pretrain_settings(run)
 
 
 def probe_settings(wildcards):
     """The probe section of one run (changing it reruns the probes only)."""
-    run = settings.run_config(config, wildcards.dataset, wildcards.method, int(wildcards.seed))
+    run = settings.run_config(
+        config, wildcards.dataset, wildcards.method, int(wildcards.seed)
+    )
     return {"probe": run["probe"]}
 
 
@@ -139,7 +142,9 @@ def experiment_runs(name, file="probe.json"):
 
 
 def experiment_spec(wildcards):
-    return str(settings.table_spec_path(config["experiments"][wildcards.experiment]["table"]))
+    return str(
+        settings.table_spec_path(config["experiments"][wildcards.experiment]["table"])
+    )
 
 
 def reported_experiments():

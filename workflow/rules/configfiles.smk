@@ -2,11 +2,18 @@
 # workflow's own config file, and what merging a --configfile over it would silently lose.
 
 import os
+import sys
+from pathlib import Path
 
 import yaml
 
+sys.path.insert(0, str(Path(workflow.basedir).parent / "src"))
+# The settings logic of the command line (plain Python: PyYAML and jsonschema, which Snakemake
+# brings), so that the workflow reads config files and resolves runs exactly as `comm-repro`.
+from comm_repro import config as settings  # noqa: E402
+
 # Mappings whose keys are the things a study runs: an empty one cannot mean "the same as before".
-COLLECTIONS = ("datasets", "methods")
+COLLECTIONS = ("datasets", "methods", "experiments")
 
 
 def check_yaml_syntax(path):
@@ -15,17 +22,10 @@ def check_yaml_syntax(path):
     files, whose errors Snakemake reports before the workflow starts)."""
     if not os.path.exists(path):
         return
-    with open(path) as f:
-        try:
-            yaml.safe_load(f)
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None) or getattr(
-                err, "context_mark", None
-            )
-            what = [getattr(err, "context", None), getattr(err, "problem", None)]
-            text = " ".join("; ".join(str(w) for w in what if w).split()) or str(err)
-            place = f"{mark.line + 1}:{mark.column + 1}:" if mark is not None else ""
-            raise WorkflowError(f"{path}:{place} not valid YAML: {text}") from None
+    try:
+        settings.load_yaml(path)
+    except settings.ConfigError as err:
+        raise WorkflowError(str(err)) from None
 
 
 def check_configfiles():

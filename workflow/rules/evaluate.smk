@@ -1,5 +1,6 @@
 rule probe:
     input:
+        record=f"{RUN}/run.json",
         model=f"{RUN}/model.pt",
         settings=f"{RUN}/probe_settings.yaml",
         data=lambda wildcards: data_files(wildcards.dataset),

@@ -34,6 +34,7 @@ rule pretrain:
         settings=f"{RUN}/settings.yaml",
         data=lambda wildcards: data_files(wildcards.dataset),
     output:
+        record=f"{RUN}/run.json",
         model=f"{RUN}/model.pt",
         log_csv=f"{RUN}/train_log.csv",
         summary=f"{RUN}/pretrain.json",

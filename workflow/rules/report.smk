@@ -42,7 +42,7 @@ rule figure_table:
 
 rule figure_training_curves:
     input:
-        lambda wildcards: experiment_runs(wildcards.experiment, "pretrain.json"),
+        lambda wildcards: experiment_runs(wildcards.experiment, "train_log.csv"),
     output:
         multiext(f"{RESULTS}/figures/training_curves_{{experiment}}", ".png", ".pdf"),
     log:
