@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,20 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from comm_repro.cli import main
-from comm_repro.config import ConfigError, check_study, load_yaml, schema
+from comm_repro.config import (
+    ConfigError,
+    apply_overrides,
+    check,
+    check_run,
+    check_study,
+    data_id,
+    experiment_runs,
+    load_yaml,
+    pretrain_settings,
+    run_config,
+    schema,
+    study_runs,
+)
 from comm_repro.models.encoders import AlexNetEncoder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,30 +67,57 @@ def workdir_for(tmp: Path, *, config: bool = True) -> Path:
 # ---------------------------------------------------------------------------------------------
 # The command line: bad values stop it before any data is read, naming the key
 
+# (arguments, what the one error line must say: the key first, then the problem)
 PRETRAIN_BAD = [
-    (["--set", "train.epochs=0"], "train.epochs"),
-    (["--set", "train.batch_size=1"], "train.batch_size"),
-    (["--set", "train.lr=0"], "train.lr"),
-    (["--set", "train.lr=-3e-4"], "train.lr"),
-    (["--set", "train.device=gpu"], "train.device"),
-    (["--set", "train.device=cuda:x"], "train.device"),
-    (["--device", "tpu"], "train.device"),
-    (["--set", "train.precision=fp16"], "train.precision"),
-    (["--set", "probe.max_iter=0"], "probe.max_iter"),
-    (["--set", "probe.class_weight=weighted"], "probe.class_weight"),
-    (["--set", "probe.holdout_fraction=0"], "probe.holdout_fraction"),
-    (["--set", "probe.holdout_fraction=1"], "probe.holdout_fraction"),
-    (["--set", "probe.C_grid=[]"], "probe.C_grid"),
-    (["--set", "datasets.trifeatures.resolution=62"], "datasets.trifeatures.resolution"),
-    (["--set", "train.epoch=3"], "train.epoch"),  # unknown key: a typo of epochs
-    (["--set", "datasets.trifeatures.max_train_pairs=8"], "max_train_pairs"),  # < batch 16
-    (["--set", "train.epochs=[1"], "train.epochs"),  # not YAML
+    (["--set", "train.epochs=0"], r"train\.epochs: 0 is less than the minimum of 1"),
+    (["--set", "train.batch_size=1"], r"train\.batch_size: 1 is less than the minimum of 2"),
+    (["--set", "train.lr=0"], r"train\.lr: 0 is less than or equal to the minimum of 0"),
+    (["--set", "train.lr=-3e-4"], r"train\.lr: '-3e-4' is not of type 'number'"),
+    (["--set", "train.device=gpu"], r"train\.device: 'gpu' does not match"),
+    (["--set", "train.device=cuda:x"], r"train\.device: 'cuda:x' does not match"),
+    (["--device", "tpu"], r"(train\.device|--device)\b.*'tpu'"),
+    (["--set", "train.precision=fp16"], r"train\.precision: 'fp16' is not one of"),
+    (["--set", "probe.max_iter=0"], r"probe\.max_iter: 0 is less than the minimum of 1"),
+    (["--set", "probe.class_weight=weighted"], r"probe\.class_weight: 'weighted' is not one of"),
+    (["--set", "probe.holdout_fraction=0"], r"probe\.holdout_fraction: 0 is less than or equal"),
+    (["--set", "probe.holdout_fraction=1"], r"probe\.holdout_fraction: 1 is greater than or"),
+    (["--set", "probe.C_grid=[]"], r"probe\.C_grid: \[\] should be non-empty"),
+    (["--set", "train.epoch=3"], r"train\.epoch: unknown key; train takes batch_size"),  # typo
+    (
+        ["--set", "datasets.trifeatures.max_train_pairs=8"],  # < batch 16
+        r"datasets\.trifeatures\.max_train_pairs: 8 is below train\.batch_size 16",
+    ),
+    (["--set", "train.epochs=[1"], r"override 'train\.epochs=\[1': the value is not valid YAML"),
+    # The sections a dataset and a method override are checked where they are written.
+    (
+        ["--set", "datasets.trifeatures.train={batch_size: 1}"],
+        r"datasets\.trifeatures\.train\.batch_size: 1 is less than the minimum of 2",
+    ),
+    (["--set", "methods.cross.train={lr: 0}"], r"methods\.cross\.train\.lr: 0 is less than"),
+    (["--set", "encoders.sequence.dim=0"], r"encoders\.sequence\.dim: 0 is less than the minimum"),
+    (["--set", "augment.image.strong.flip_p=2"], r"augment\.image\.strong\.flip_p: 2 is greater"),
+    (["--set", "datasets.trifeatures.colour=1"], r"datasets\.trifeatures\.colour: unknown key"),
+    (
+        ["--set", "datasets.trifeatures.probe={max_train_samples: 3}"],
+        r"datasets\.trifeatures\.probe\.max_train_samples: 3 is less than the minimum of 10",
+    ),
+    (
+        ["--set", "datasets.trifeatures.tasks=[{name: share, kind: ranking}]"],
+        r"datasets\.trifeatures\.tasks\[0\]\.kind: 'ranking' is not one of",
+    ),
+    (
+        ["--set", "experiments={x: {table: fig4_trifeatures, methods: [comm]}}"],
+        r"experiments\.x\.seeds: required, but missing",
+    ),
+    # A bad value of a key that only the dataset's family (or the method's kind) has.
+    (
+        ["--set", "datasets.trifeatures.resolution=62"],
+        r"datasets\.trifeatures\.resolution: 62 is less than the minimum of 63",
+    ),
 ]
 
 
-@pytest.mark.parametrize(
-    "args, named", PRETRAIN_BAD, ids=lambda v: " ".join(v) if isinstance(v, list) else v
-)
+@pytest.mark.parametrize("args, named", PRETRAIN_BAD, ids=[" ".join(a) for a, _ in PRETRAIN_BAD])
 def test_pretrain_rejects_bad_values_naming_the_key(
     tiny_config, trifeature_dir, tmp_path, capsys, args, named
 ):
@@ -84,7 +125,8 @@ def test_pretrain_rejects_bad_values_naming_the_key(
     run = tmp_path / "run"
     cmd = pretrain_args(config, trifeature_dir, run, "--quiet", *args)
     assert main(cmd) == 2
-    assert named in one_error_line(capsys.readouterr().err, "pretrain")
+    line = one_error_line(capsys.readouterr().err, "pretrain")
+    assert re.search(rf"error: {named}", line), line
     assert not run.exists()
 
 
@@ -101,26 +143,31 @@ def trained_run(trifeature_dir, tmp_path_factory) -> Path:
 
 
 PROBE_BAD = [
-    ("probe.max_iter=0", "probe.max_iter"),
-    ("probe.C_grid=[]", "probe.C_grid"),
-    ("probe.class_weight=weighted", "probe.class_weight"),
-    ("probe.holdout_fraction=1.0", "probe.holdout_fraction"),
-    ("probe.Cgrid=[1.0]", "probe.Cgrid"),  # unknown key
-    ("probe={}", "probe.C_grid"),  # what the probes need is missing
-    ("dataset.resolution=62", "dataset.resolution"),
-    ("train.device=tpu", "train.device"),
+    (["--set", "probe.max_iter=0"], r"probe\.max_iter: 0 is less than the minimum of 1"),
+    (["--set", "probe.C_grid=[]"], r"probe\.C_grid: \[\] should be non-empty"),
+    (["--set", "probe.class_weight=weighted"], r"probe\.class_weight: 'weighted' is not one of"),
+    (["--set", "probe.holdout_fraction=1.0"], r"probe\.holdout_fraction: 1\.0 is greater than"),
+    (["--set", "probe.Cgrid=[1.0]"], r"probe\.Cgrid: unknown key"),
+    (["--set", "probe={}"], r"probe\.C_grid: required, but missing"),  # what the probes need
+    (["--set", "probe.max_train_samples=5"], r"probe\.max_train_samples: 5 is less than"),
+    (["--set", "train.device=tpu"], r"train\.device: 'tpu' does not match"),
+    (["--device", "tpu"], r"(train\.device|--device)\b.*'tpu'"),
+    # The keys that moved: probe_tasks is the dataset's tasks, probe_train_pairs its probe.
+    (["--set", "dataset.probe_tasks=[synergy]"], r"dataset\.probe_tasks: unknown key"),
+    (["--set", "dataset.probe_train_pairs=300"], r"dataset\.probe_train_pairs: unknown key"),
+    (["--set", "dataset.resolution=62"], r"dataset\.resolution: 62 is less than the minimum"),
+    (["--set", "method.proj_dim=0"], r"method\.proj_dim: 0 is less than the minimum of 1"),
 ]
 
 
-@pytest.mark.parametrize("override, named", PROBE_BAD)
-def test_probe_rejects_bad_values_naming_the_key(
-    trained_run, trifeature_dir, capsys, override, named
-):
+@pytest.mark.parametrize("args, named", PROBE_BAD, ids=[" ".join(a) for a, _ in PROBE_BAD])
+def test_probe_rejects_bad_values_naming_the_key(trained_run, trifeature_dir, capsys, args, named):
     before = {p.name: p.stat().st_mtime_ns for p in trained_run.iterdir()}
     out = trained_run / "probe.json"
     cmd = ["probe", "--run", str(trained_run), "--data", str(trifeature_dir), "--out", str(out)]
-    assert main([*cmd, "--quiet", "--set", override]) == 2
-    assert named in one_error_line(capsys.readouterr().err, "probe")
+    assert main([*cmd, "--quiet", *args]) == 2
+    line = one_error_line(capsys.readouterr().err, "probe")
+    assert re.search(rf"error: {named}", line), line
     assert {p.name: p.stat().st_mtime_ns for p in trained_run.iterdir()} == before
 
 
@@ -138,8 +185,16 @@ def test_a_yaml_syntax_error_names_the_file_and_line(tmp_path, trifeature_dir, c
 # The schema, and the encoder it must agree with
 
 
+def _family_keys(family: str) -> dict:
+    """The schema's keys of a dataset family (its `then` branch in dataset_common)."""
+    for branch in schema()["definitions"]["dataset_common"]["allOf"]:
+        if branch["if"]["properties"]["family"].get("const") == family:
+            return branch["then"]["properties"]
+    raise AssertionError(f"the schema has no branch for family {family!r}")
+
+
 def test_resolution_minimum_is_the_smallest_input_the_encoder_takes():
-    minimum = schema()["definitions"]["dataset"]["properties"]["resolution"]["minimum"]
+    minimum = _family_keys("trifeatures")["resolution"]["minimum"]
     assert minimum == AlexNetEncoder.min_input_size == 63
     cfg = load(REPO / "config" / "config.yaml")
     cfg["datasets"]["trifeatures"]["resolution"] = 63
@@ -155,31 +210,318 @@ def test_resolution_minimum_is_the_smallest_input_the_encoder_takes():
 def test_encoder_takes_63_px_and_names_the_setting_below():
     encoder = AlexNetEncoder().eval()
     with torch.no_grad():
-        assert encoder(torch.zeros(1, 3, 63, 63)).shape == (1, 256, 1, 1)
+        out = encoder(torch.zeros(1, 3, 63, 63))
+        assert out.tokens.shape == (1, 1, 256) and out.grid == (1, 1)
         with pytest.raises(RuntimeError):  # the bare trunk: its last max-pool gets 2 x 2
             encoder.features(torch.zeros(1, 3, 62, 62))
         with pytest.raises(ConfigError, match=r"datasets\.<name>\.resolution to 63 or more"):
             encoder(torch.zeros(1, 3, 62, 62))
 
 
-def test_the_cli_checks_accept_shipped_configs_and_a_workflow_jobs_slice():
-    for path in ("config/config.yaml", "config/paper.yaml", ".test/config.yaml"):
-        check_study(load(REPO / path))
-    # What the workflow's run_settings rule writes: one dataset without its probe keys, no probe
-    # settings (the probe job passes them with --set), no fig4 or resources.
-    cfg = load(REPO / "config" / "config.yaml")
-    dataset = cfg["datasets"]["trifeatures"]
-    for key in ("probe_train_pairs", "probe_tasks"):
-        dataset.pop(key)
-    check_study(
-        {
-            "seeds": [0],
-            "datasets": {"trifeatures": dataset},
-            "methods": {"comm": cfg["methods"]["comm"]},
-            **{key: cfg[key] for key in ("model", "train", "augment")},
-            "probe": {},
-        }
+SHIPPED = [
+    "config/config.yaml",
+    pytest.param(
+        "config/paper.yaml",
+        marks=pytest.mark.xfail(
+            strict=True,
+            raises=ConfigError,
+            reason="config/paper.yaml is still in the old shape (seeds, fig4, generator_seed, "
+            "probe_train_pairs, model.encoder, augment.strong/weak; no modalities, tasks, "
+            "encoders or experiments)",
+        ),
+    ),
+    ".test/config.yaml",
+]
+
+
+@pytest.mark.parametrize("path", SHIPPED)
+def test_the_cli_checks_accept_shipped_configs_and_every_runs_settings(path):
+    """The study, and each run's files as the workflow writes them: settings.yaml (the run's
+    settings without the probe section) for pretrain --settings, probe_settings.yaml for
+    probe --settings, and the run as the probe reads it back (run.json with the probe)."""
+    cfg = load(REPO / path)
+    check_study(cfg)
+    for dataset in cfg["datasets"]:
+        for method in cfg["methods"]:
+            run = run_config(cfg, dataset, method, 3)
+            written = yaml.safe_load(yaml.safe_dump(pretrain_settings(run), sort_keys=False))
+            assert "probe" not in written and written["seed"] == 3
+            check_run(written)
+            check({"probe": run["probe"]}, "probe_settings")
+            check_run({**written, "probe": run["probe"]}, probe=True)
+            with pytest.raises(ConfigError, match=r"^probe: required, but missing"):
+                check_run(written, probe=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# One run's settings: defaults, then the dataset's overrides, then the method's
+
+
+def _sequence_dataset(**extra) -> dict:
+    return {
+        "family": "mypkg.affect:Family",
+        "modalities": [
+            {"name": "vision", "kind": "sequence"},
+            {"name": "text", "kind": "sequence", "encoder": {"dim": 40}},
+        ],
+        "tasks": [{"name": "label", "kind": "binary"}],
+        **extra,
+    }
+
+
+def test_run_config_precedence_defaults_then_dataset_then_method():
+    cfg = copy.deepcopy(TINY_CONFIG)
+    cfg["datasets"]["trifeatures"]["train"] = {"lr": 1e-3}
+    cfg["methods"]["comm"]["train"] = {"lr": 5e-3}
+    cfg["methods"]["comm"]["model"] = {"embed_dim": 64}
+    cfg["datasets"]["affect"] = _sequence_dataset(encoders={"sequence": {"dim": 24}})
+    cfg["methods"]["cross"]["encoders"] = {"sequence": {"dim": 32}}
+    before = copy.deepcopy(cfg)
+
+    def lr(dataset, method):
+        return run_config(cfg, dataset, method, 0)["train"]["lr"]
+
+    assert lr("trifeatures_synergy", "cross") == 3e-4  # the default
+    assert lr("trifeatures", "cross") == 1e-3  # the dataset's
+    assert lr("trifeatures", "comm") == lr("trifeatures_synergy", "comm") == 5e-3  # the method's
+    run = run_config(cfg, "trifeatures", "comm", 0)
+    assert run["train"] == {**TINY_CONFIG["train"], "lr": 5e-3}  # merged key by key
+    assert run["model"] == {**TINY_CONFIG["model"], "embed_dim": 64}
+    assert run["method"] == {"name": "comm", **TINY_CONFIG["methods"]["comm"]}  # no sections
+    assert run["probe"] == {**TINY_CONFIG["probe"], "max_train_samples": 300}
+    assert "train" not in run["dataset"] and "probe" not in run["dataset"]
+
+    def dims(method):
+        modalities = run_config(cfg, "affect", method, 0)["dataset"]["modalities"]
+        return [m["encoder"]["dim"] for m in modalities]
+
+    assert dims("comm") == [24, 40]  # the dataset's default; text's own encoder wins
+    assert dims("cross") == [32, 40]  # the method's over the dataset's
+    encoder = run_config(cfg, "affect", "cross", 0)["dataset"]["modalities"][0]["encoder"]
+    assert encoder == {**TINY_CONFIG["encoders"]["sequence"], "dim": 32}
+    assert cfg == before  # the study is not modified
+
+
+def test_each_modality_takes_the_encoder_and_augment_of_its_kind():
+    cfg = copy.deepcopy(TINY_CONFIG)
+    cfg["datasets"]["mixed"] = {
+        "family": "mypkg.mixed:Family",
+        "modalities": [
+            {"name": "frame", "kind": "image"},
+            {"name": "audio", "kind": "sequence", "augment": {"strong": {"noise_std": 0.3}}},
+        ],
+        "tasks": [{"name": "label", "kind": "binary"}],
+    }
+    frame, audio = run_config(cfg, "mixed", "comm", 0)["dataset"]["modalities"]
+    assert frame == {
+        "name": "frame",
+        "kind": "image",
+        "encoder": TINY_CONFIG["encoders"]["image"],
+        "augment": TINY_CONFIG["augment"]["image"],
+    }
+    assert audio["encoder"] == TINY_CONFIG["encoders"]["sequence"]
+    sequence = TINY_CONFIG["augment"]["sequence"]
+    assert audio["augment"] == {
+        "strong": {**sequence["strong"], "noise_std": 0.3},
+        "weak": sequence["weak"],
+    }
+    del cfg["encoders"]["sequence"]
+    with pytest.raises(ConfigError, match=r"datasets\.mixed\.modalities\[1\].*encoders\.sequence"):
+        run_config(cfg, "mixed", "comm", 0)
+
+
+def test_tasks_default_to_the_metric_of_their_kind_and_the_labels_of_their_name():
+    cfg = copy.deepcopy(TINY_CONFIG)
+    cfg["datasets"]["affect"] = _sequence_dataset(
+        tasks=[
+            {"name": "label", "kind": "binary"},
+            {"name": "emotion", "kind": "multiclass"},
+            {"name": "sentiment", "kind": "regression", "labels": "label_raw"},
+            {"name": "score", "kind": "regression", "metric": "mae"},
+        ]
     )
+    tasks = run_config(cfg, "affect", "cross", 0)["dataset"]["tasks"]
+    assert [(t["name"], t["metric"], t["labels"]) for t in tasks] == [
+        ("label", "balanced_accuracy", "label"),
+        ("emotion", "balanced_accuracy", "emotion"),
+        ("sentiment", "mse", "label_raw"),
+        ("score", "mae", "score"),
+    ]
+
+
+def test_run_config_names_an_unknown_dataset_or_method():
+    with pytest.raises(ConfigError, match=r"^datasets\.mnist: unknown dataset"):
+        run_config(TINY_CONFIG, "mnist", "comm", 0)
+    with pytest.raises(ConfigError, match=r"^methods\.simclr: unknown method"):
+        run_config(TINY_CONFIG, "trifeatures", "simclr", 0)
+
+
+def test_data_id_is_the_family_and_the_preparation_options():
+    datasets = TINY_CONFIG["datasets"]
+    # Datasets that differ in pairing (how they are trained) share one prepared copy.
+    assert data_id(datasets["trifeatures"]) == "trifeatures/generator_seed-42"
+    assert data_id(datasets["trifeatures_synergy"]) == data_id(datasets["trifeatures"])
+    other = {"family": "trifeatures", "prepare": {"num_per_combination": 3, "generator_seed": 7}}
+    assert data_id(other) == "trifeatures/generator_seed-7/num_per_combination-3"  # sorted
+    assert data_id({"family": "mosi"}) == "mosi"
+    # Anything that is not a plain word becomes a digest: no separators, no '..'.
+    custom = data_id({"family": "mypkg.data:Family", "prepare": {"split": "../x", "up": ".."}})
+    family, split, up = custom.split("/")
+    assert re.fullmatch(r"[0-9a-f]{12}", family)
+    assert re.fullmatch(r"split-[0-9a-f]{12}", split) and re.fullmatch(r"up-[0-9a-f]{12}", up)
+    assert data_id({"family": "mosi", "prepare": {"split": "a"}}) != data_id(
+        {"family": "mosi", "prepare": {"split": "b"}}
+    )
+
+
+def _spec(path: Path, *datasets: str) -> Path:
+    columns = [{"name": f"c{i}", "dataset": d, "task": "share"} for i, d in enumerate(datasets)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump({"columns": columns}))
+    return path
+
+
+def test_experiment_runs_are_the_specs_datasets_by_methods_by_seeds(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _spec(tmp_path / "config" / "tables" / "fig.yaml", "trifeatures", "trifeatures_synergy",
+          "trifeatures")  # fmt: skip
+    other = _spec(tmp_path / "elsewhere" / "unbiased.yaml", "trifeatures")
+    cfg = copy.deepcopy(TINY_CONFIG)
+    cfg["experiments"] = {
+        "fig": {"table": "fig", "methods": ["comm", "cross"], "seeds": [0, 1]},
+        "again": {"table": str(other), "methods": ["cross", "cross_self"], "seeds": [1, 2]},
+    }
+    check_study(cfg)
+    fig = experiment_runs(cfg, "fig")
+    assert fig == [
+        (d, m, s)
+        for d in ("trifeatures", "trifeatures_synergy")  # once each, in the spec's order
+        for m in ("comm", "cross")
+        for s in (0, 1)
+    ]
+    again = experiment_runs(cfg, "again")
+    assert again == [("trifeatures", m, s) for m in ("cross", "cross_self") for s in (1, 2)]
+    runs = study_runs(cfg)
+    assert runs == list(dict.fromkeys(fig + again))
+    assert len(runs) == len(fig) + len(again) - 1  # (trifeatures, cross, 1) is in both
+    assert study_runs({k: v for k, v in cfg.items() if k != "experiments"}) == []
+
+
+def test_the_default_study_runs_fig4_on_both_trifeature_datasets(monkeypatch):
+    monkeypatch.chdir(REPO)
+    cfg = load(REPO / "config" / "config.yaml")
+    exp = cfg["experiments"]["fig4_trifeatures"]
+    runs = study_runs(cfg)
+    assert {d for d, _, _ in runs} == {"trifeatures", "trifeatures_synergy"}
+    assert len(runs) == 2 * len(exp["methods"]) * len(exp["seeds"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Schema refusals inside datasets, modalities, tasks and experiments
+
+
+def _refused(change) -> str:
+    cfg = copy.deepcopy(TINY_CONFIG)
+    change(cfg)
+    with pytest.raises(ConfigError) as err:
+        check_study(cfg)
+    return str(err.value)
+
+
+def test_schema_refusals_name_the_key():
+    trifeatures = lambda c: c["datasets"]["trifeatures"]  # noqa: E731
+    assert re.match(
+        r"datasets\.trifeatures\.colour: unknown key",
+        _refused(lambda c: trifeatures(c).update(colour="red")),
+    )
+    assert re.match(
+        r"datasets\.trifeatures\.tasks\[3\]\.kind: 'ranking' is not one of \['binary', "
+        r"'multiclass', 'regression'\]",
+        _refused(lambda c: trifeatures(c)["tasks"][3].update(kind="ranking")),
+    )
+    assert re.match(
+        r"datasets\.trifeatures\.tasks\[0\]\.metric: 'f1' is not one of",
+        _refused(lambda c: trifeatures(c)["tasks"][0].update(metric="f1")),
+    )
+    assert re.match(
+        r"experiments\.fig4\.seeds: required, but missing",
+        _refused(lambda c: c.update(experiments={"fig4": {"table": "t", "methods": ["comm"]}})),
+    )
+    assert re.match(
+        r"experiments\.fig4\.seeds: \[\] should be non-empty",
+        _refused(
+            lambda c: c.update(
+                experiments={"fig4": {"table": "t", "methods": ["comm"], "seeds": []}}
+            )
+        ),
+    )
+    assert re.match(
+        r"datasets\.trifeatures\.tasks: required, but missing",
+        _refused(lambda c: trifeatures(c).pop("tasks")),
+    )
+    assert re.match(
+        r"datasets\.trifeatures\.modalities: .* is too short",
+        _refused(lambda c: trifeatures(c)["modalities"].pop()),
+    )
+    # A family of the project checks its own keys: MOSI has no window.
+    mosi = _sequence_dataset(family="mosi", window=5)
+    mosi["modalities"][1].pop("encoder")
+    assert re.match(
+        r"datasets\.mosi\.window: unknown key",
+        _refused(lambda c: c["datasets"].update(mosi=mosi)),
+    )
+
+
+def test_a_modality_kind_is_image_or_sequence():
+    custom = _sequence_dataset()
+    custom["modalities"][0]["kind"] = "graph"
+    assert re.match(
+        r"datasets\.affect\.modalities\[0\]\.kind: 'graph' is not one of \['image', 'sequence'\]",
+        _refused(lambda c: c["datasets"].update(affect=custom)),
+    )
+
+
+def test_a_dataset_of_a_family_defined_elsewhere_may_carry_its_own_keys():
+    cfg = copy.deepcopy(TINY_CONFIG)
+    cfg["datasets"]["affect"] = _sequence_dataset(window=5, source="raw/affect.pkl")
+    check_study(cfg)
+    run = run_config(cfg, "affect", "cross", 0)
+    assert run["dataset"]["window"] == 5
+    check_run(run)
+    check_run(run, probe=True)
+    # ... but not in what the project defines: its modalities, tasks and sections.
+    cfg["datasets"]["affect"]["modalities"][0]["colour"] = "red"
+    with pytest.raises(ConfigError, match=r"^datasets\.affect\.modalities\[0\]\.colour: unknown"):
+        check_study(cfg)
+
+
+# A value that breaks what one family (or one method kind) allows: the error is that value's,
+# not "unknown key" for every key of the family.
+FAMILY_VALUES = [
+    ("datasets.trifeatures.resolution=62", r"datasets\.trifeatures\.resolution: 62 is less"),
+    ("datasets.trifeatures.pairing=random", r"datasets\.trifeatures\.pairing: 'random' is not"),
+    (
+        "datasets.trifeatures.prepare.generator_seed=-1",
+        r"datasets\.trifeatures\.prepare\.generator_seed: -1 is less",
+    ),
+    (
+        "datasets.trifeatures.modalities=[{name: a, kind: audio}, {name: b, kind: image}]",
+        r"datasets\.trifeatures\.modalities\[0\]\.kind: 'audio' is not one of",
+    ),
+    (
+        "datasets.trifeatures.tasks=[{name: colour, kind: binary}]",
+        r"datasets\.trifeatures\.tasks\[0\]\.name: 'colour' is not one of",
+    ),
+    ("methods.cross.proj_dim=0", r"methods\.cross\.proj_dim: 0 is less than the minimum of 1"),
+    ("methods.comm.terms=all", r"methods\.comm\.terms: 'all' is not one of"),
+]
+
+
+@pytest.mark.parametrize("override, named", FAMILY_VALUES, ids=[o for o, _ in FAMILY_VALUES])
+def test_a_bad_value_of_a_familys_or_kinds_own_key_is_named(override, named):
+    with pytest.raises(ConfigError) as err:
+        check_study(apply_overrides(TINY_CONFIG, [override]))
+    assert re.match(named, str(err.value)), str(err.value)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -200,9 +542,10 @@ def test_too_few_training_pairs_for_a_batch_stop_the_workflow(tmp_path):
     study.write_text("datasets:\n  trifeatures_synergy: {max_train_pairs: 32}\n")
     result = dry_run(workdir_for(tmp_path / "wd"), "--configfile", str(study))
     assert result.returncode != 0
-    assert "datasets.trifeatures_synergy.max_train_pairs is 32, below train.batch_size 64" in (
-        result.stdout + result.stderr
-    )
+    assert (
+        "datasets.trifeatures_synergy.max_train_pairs: 32 is below train.batch_size 64; a run "
+        "needs at least one full batch (the workflow's config)"
+    ) in (result.stdout + result.stderr)
 
 
 def test_a_yaml_syntax_error_stops_the_workflow(tmp_path):

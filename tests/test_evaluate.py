@@ -1,11 +1,16 @@
-"""Linear probe: C selection on a hold-out, balanced vs plain accuracy."""
+"""Probes: C selection on a hold-out or a valid split, balanced vs plain accuracy, ridge
+regression, and one probe per task by its kind."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
-from comm_repro.evaluate import linear_probe
+from comm_repro.data.paired import PairedBank
+from comm_repro.data.registry import ProbeData
+from comm_repro.evaluate import linear_probe, probe_all, ridge_probe
+from comm_repro.models import Encoded
 
 CS = [1e-4, 1e-2, 1.0, 1e2, 1e4]
 
@@ -85,3 +90,155 @@ def test_balanced_class_weights_find_a_rare_class_the_plain_fit_misses():
     assert multiclass["roc_auc"] is None
     with pytest.raises(ValueError, match="class_weight"):
         linear_probe(x[:300], y[:300], x[300:], y[300:], [1.0], 0.4, 0, 50, class_weight="auto")
+
+
+# ---------------------------------------------------------------------------------------------
+# A valid split: C (or alpha) chosen on it, the probe refitted on train + valid
+
+COV = np.array([[1.0, 0.9], [0.9, 1.0]])
+
+
+def _correlated(rng, n):
+    return rng.normal(size=(n, 2)) @ np.linalg.cholesky(COV).T
+
+
+def test_valid_split_chooses_C_where_a_hold_out_of_train_would_choose_another():
+    """Correlated features: a strongly regularised probe points along the class-mean difference
+    COV @ w, a weakly regularised one along w itself. Train labels follow w, so a hold-out of
+    train prefers a large C; valid labels that follow COV @ w prefer a small one."""
+    rng = np.random.default_rng(0)
+    w = np.array([1.0, -0.8])
+    x = _correlated(rng, 1000)
+    y = (x @ w + 0.1 * rng.normal(size=1000) > 0).astype(int)
+    test_x = _correlated(rng, 1000)
+    test_y = (test_x @ w > 0).astype(int)
+    valid_x = _correlated(rng, 500)
+    cs = [1e-4, 1e-3, 1e-2, 1e-1, 1.0, 1e2]
+    args = (x, y, test_x, test_y, cs, 0.4, 0, 500)
+    holdout = linear_probe(*args)
+    assert holdout["C_chosen_on"] == "holdout" and holdout["best_C"] >= 1.0
+    by_mean = linear_probe(*args, valid=(valid_x, (valid_x @ (COV @ w) > 0).astype(int)))
+    assert by_mean["C_chosen_on"] == "valid" and by_mean["best_C"] <= 1e-3
+    scores = by_mean["holdout_balanced_accuracy"]  # the scores on valid it chose by
+    assert scores[f"{by_mean['best_C']:g}"] == max(scores.values()) > 0.95
+    by_w = linear_probe(*args, valid=(valid_x, (valid_x @ w > 0).astype(int)))
+    assert by_w["C_chosen_on"] == "valid" and by_w["best_C"] >= 1.0
+
+
+def test_the_final_probe_is_refitted_on_train_and_valid():
+    """Train labels follow feature 0, the ten times larger valid split and the test split
+    feature 1: only a probe fitted on valid too can score on test."""
+    rng = np.random.default_rng(1)
+    x, valid_x, test_x = (rng.normal(size=(n, 4)) for n in (100, 1000, 1000))
+    y, valid_y, test_y = (x[:, 0] > 0).astype(int), valid_x[:, 1] > 0, test_x[:, 1] > 0
+    valid_y, test_y = valid_y.astype(int), test_y.astype(int)
+    args = (x, y, test_x, test_y, [1.0], 0.4, 0, 500)
+    assert linear_probe(*args)["balanced_accuracy"] < 0.6
+    assert linear_probe(*args, valid=(valid_x, valid_y))["balanced_accuracy"] > 0.9
+    ridge = (x, x[:, 0], test_x, test_x[:, 1], [1.0], 0.4, 0)
+    assert ridge_probe(*ridge)["r2"] < 0.1
+    assert ridge_probe(*ridge, valid=(valid_x, valid_x[:, 1]))["r2"] > 0.7
+
+
+def _linear_target(rng, n, beta):
+    x = rng.normal(size=(n, 6)) * np.array([0.5, 1, 2, 3, 4, 5]) + 3
+    return x, x @ beta + 1.5
+
+
+def test_ridge_probe_recovers_a_linear_target_and_chooses_alpha_on_valid():
+    rng = np.random.default_rng(2)
+    beta = rng.normal(size=6)
+    x, y = _linear_target(rng, 300, beta)
+    y = y + 0.01 * rng.normal(size=300)
+    test_x, test_y = _linear_target(rng, 200, beta)
+    alphas = [1e-3, 1.0, 1e6]
+    res = ridge_probe(x, y, test_x, test_y, alphas, holdout=0.4, seed=0)
+    assert res["r2"] > 0.999 and res["pearson"] > 0.999 and res["mse"] < 1e-3
+    assert res["best_alpha"] == 1e-3 and res["alpha_chosen_on"] == "holdout"
+    assert set(res["holdout_mse"]) == {f"{a:g}" for a in alphas}
+    assert res["holdout_mse"]["1e+06"] > 100 * res["holdout_mse"]["0.001"]
+    # A valid split whose target is the training mean: only the strongest penalty predicts it.
+    valid_x, valid_y = _linear_target(rng, 200, beta)
+    flat = ridge_probe(
+        *(x, y, test_x, test_y, alphas, 0.4, 0), valid=(valid_x, 0 * valid_y + y.mean())
+    )
+    assert flat["best_alpha"] == 1e6 and flat["alpha_chosen_on"] == "valid"
+    assert flat["holdout_mse"]["1e+06"] == min(flat["holdout_mse"].values())
+    real = ridge_probe(*(x, y, test_x, test_y, alphas, 0.4, 0), valid=(valid_x, valid_y))
+    assert real["best_alpha"] == 1e-3 and real["r2"] > 0.999
+
+
+# ---------------------------------------------------------------------------------------------
+# probe_all: features of every split (masks passed), one probe per task by its kind
+
+
+class _MeanPool(torch.nn.Module):
+    """A 'method' whose features are each modality's mean over its real steps, concatenated."""
+
+    def __init__(self):
+        super().__init__()
+        self.modes = []
+
+    def encode(self, m, x, mask=None):
+        self.modes.append(self.training)
+        return x, mask
+
+    def fuse(self, encoded):
+        return torch.cat([Encoded(x, k).pooled() for x, k in encoded], dim=1)
+
+
+def _split(rng, n, garbage=1e6):
+    """Two padded modalities whose real-step means carry a class (feature 0 of modality 0) and
+    a score (feature 1 of modality 1); huge values at the padded steps."""
+    means = [rng.normal(size=(n, 3)), rng.normal(size=(n, 2))]
+    banks, masks = [], []
+    for mean in means:
+        lengths = rng.integers(1, 6, n)
+        mask = np.arange(5)[None, :] < lengths[:, None]
+        steps = mean[:, None, :] + 0.05 * rng.normal(size=(n, 5, mean.shape[1]))
+        banks.append(np.where(mask[..., None], steps, garbage).astype(np.float32))
+        masks.append(mask)
+    labels = {"cls": (means[0][:, 0] > 0).astype(int), "reg": 2.0 * means[1][:, 1] - 1.0}
+    return PairedBank.aligned(banks, masks), labels
+
+
+PROBE = {"C_grid": [0.1, 1.0, 10.0], "holdout_fraction": 0.4, "max_iter": 500,
+         "class_weight": "balanced", "batch_size": 7}  # fmt: skip
+TASKS = [
+    {"name": "cls", "kind": "binary", "metric": "balanced_accuracy", "labels": "cls"},
+    {"name": "reg", "kind": "regression", "metric": "mse", "labels": "reg"},
+]
+
+
+@pytest.mark.parametrize("with_valid", [False, True])
+def test_probe_all_dispatches_by_task_kind(with_valid):
+    rng = np.random.default_rng(5)
+    (train, train_labels), (test, test_labels), (valid, valid_labels) = (
+        _split(rng, n) for n in (200, 100, 80)
+    )
+    data = ProbeData(train, test, train_labels, test_labels)
+    if with_valid:
+        data = ProbeData(train, test, train_labels, test_labels, valid, valid_labels)
+    method = _MeanPool().train()
+    res = probe_all(method, data, PROBE, TASKS, torch.device("cpu"), seed=0, progress=False)
+    assert not any(method.modes)  # features are extracted in eval mode
+    assert res["feature_dim"] == 5 and res["n_train"] == 200 and res["n_test"] == 100
+    assert res["n_valid"] == (80 if with_valid else 0)
+    cls, reg = res["tasks"]["cls"], res["tasks"]["reg"]
+    assert cls["kind"] == "binary" and cls["metric"] == "balanced_accuracy"
+    assert "best_C" in cls and "mse" not in cls
+    assert cls["balanced_accuracy"] > 0.95  # the padded garbage did not reach the features
+    assert reg["kind"] == "regression" and reg["metric"] == "mse"
+    assert "best_alpha" in reg and "balanced_accuracy" not in reg
+    assert reg["r2"] > 0.99
+    chosen = "valid" if with_valid else "holdout"
+    assert cls["C_chosen_on"] == reg["alpha_chosen_on"] == chosen
+
+
+def test_probe_all_refuses_a_task_kind_it_has_no_probe_for():
+    rng = np.random.default_rng(6)
+    (train, train_labels), (test, test_labels) = _split(rng, 60), _split(rng, 30)
+    data = ProbeData(train, test, train_labels, test_labels)
+    ranking = [{"name": "cls", "kind": "ranking", "metric": "mse"}]
+    with pytest.raises(ValueError, match="'ranking'"):
+        probe_all(_MeanPool(), data, PROBE, ranking, torch.device("cpu"), 0, progress=False)

@@ -1,10 +1,12 @@
 """GPU slot claiming with fake device ids: no two jobs share a device; claims die with jobs;
 SLURM GPU jobs use the devices SLURM pinned without waiting for other allocations."""
 
+import json
 import subprocess
 import sys
 
 import pytest
+import yaml
 
 from comm_repro import gpu
 
@@ -110,3 +112,42 @@ def test_a_slurm_job_without_pinned_devices_claims_as_on_a_workstation(
     monkeypatch.setenv(gpu.GPU_IDS_ENV, "4")
     assert gpu.claim_gpu(tmp_path) == 4
     assert (tmp_path / "gpu4.lock").exists()
+
+
+@pytest.mark.parametrize("command", ["pretrain", "probe"])
+def test_a_claimed_device_is_the_jobs_device(
+    tmp_path, monkeypatch, capsys, release_claims, command
+):
+    """With --gpu-lock-dir the job computes on the device it claimed, whatever train.device
+    says (the tiny run's is cpu)."""
+    from conftest import tiny_run
+
+    from comm_repro import train
+    from comm_repro.cli import main
+    from comm_repro.errors import UserError
+
+    monkeypatch.setenv(gpu.GPU_IDS_ENV, "3")
+    seen = []
+
+    def compute(train_cfg, device=None):
+        seen.append((train_cfg["device"], device))
+        raise UserError("stopped")
+
+    monkeypatch.setattr(train, "resolve_compute", compute)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / train.RUN_RECORD).write_text(json.dumps(tiny_run()))
+    train.save_atomic({"model": {}}, run / train.MODEL)  # never loaded into a method here
+    settings = tmp_path / "settings.yaml"
+    settings.write_text(yaml.safe_dump({k: v for k, v in tiny_run().items() if k != "probe"}))
+    args = {
+        "pretrain": ["--settings", str(settings), "--out", str(tmp_path / "new")],
+        "probe": ["--run", str(run), "--out", str(tmp_path / "probe.json")],
+    }[command]
+    locks = tmp_path / "locks"
+    code = main([command, *args, "--data", str(tmp_path), "--gpu-lock-dir", str(locks)])
+    assert code == 2
+    assert seen == [("cpu", "cuda:3")]
+    err = capsys.readouterr().err
+    assert "claimed cuda:3" in err and "stopped" in err
+    assert (locks / "gpu3.lock").exists()

@@ -1,4 +1,5 @@
-"""CoMM, Cross and Cross+Self: loss terms, switches, features, optimiser groups, learning."""
+"""CoMM, Cross and Cross+Self: loss terms, switches, features, optimiser groups, learning, and
+padded sequence modalities."""
 
 from __future__ import annotations
 
@@ -7,29 +8,50 @@ import math
 
 import pytest
 import torch
-from conftest import TINY_CONFIG
+from conftest import TINY_CONFIG, tiny_run
 
-from comm_repro.augment import image_view_transforms
-from comm_repro.methods import build_method
+from comm_repro.config import ConfigError
+from comm_repro.data.paired import Batch
+from comm_repro.methods import CoMM, Cross, CrossSelf, build_method
 
 SIZE = 64
+KINDS = ["comm", "cross", "cross_self"]
 
 
-def _build(kind, n_modalities=2, **overrides):
-    cfg = {**TINY_CONFIG["model"], **TINY_CONFIG["methods"][kind], **overrides}
-    aug = TINY_CONFIG["augment"]
-    transforms = [
-        image_view_transforms(SIZE, aug["strong"], aug["weak"]) for _ in range(n_modalities)
+def _run(kind, n_modalities=2, **method):
+    """The tiny study's run of method ``kind`` on Trifeature, with ``n_modalities`` image
+    modalities and the method settings ``method`` changed."""
+    run = tiny_run(method=kind)
+    first = run["dataset"]["modalities"][0]
+    run["dataset"]["modalities"] = [
+        {**copy.deepcopy(first), "name": f"image{m + 1}"} for m in range(n_modalities)
     ]
-    return build_method(kind, cfg, transforms)
+    run["method"].update(method)
+    return run
 
 
-def _batch(n_modalities=2, b=8, seed=0):
+def _build(kind, n_modalities=2, **method):
+    return build_method(_run(kind, n_modalities, **method), [(SIZE, SIZE, 3)] * n_modalities)
+
+
+def _batch(n_modalities=2, b=8, seed=0) -> Batch:
     g = torch.Generator().manual_seed(seed)
-    return [
+    images = [
         torch.randint(0, 256, (b, SIZE, SIZE, 3), dtype=torch.uint8, generator=g)
         for _ in range(n_modalities)
     ]
+    return Batch(images, [None] * n_modalities)
+
+
+def test_build_method_takes_the_runs_kind_and_settings():
+    method = _build("comm", terms="full_only")
+    assert isinstance(method, CoMM) and method.terms == "full_only"
+    assert method.fusion.cls.shape[-1] == TINY_CONFIG["model"]["embed_dim"]
+    assert isinstance(_build("cross"), Cross) and isinstance(_build("cross_self"), CrossSelf)
+    # The method's key is a name: what it is comes from its kind.
+    run = _run("cross")
+    run["method"]["name"] = "clip_like"
+    assert isinstance(build_method(run, [(SIZE, SIZE, 3)] * 2), Cross)
 
 
 @pytest.mark.parametrize("n", [2, 3])
@@ -37,8 +59,9 @@ def test_comm_makes_n_plus_one_embeddings_and_terms(n):
     torch.manual_seed(0)
     method = _build("comm", n_modalities=n)
     batch = _batch(n)
-    tokens = [method._tokens(m, method.transforms[m].strong(x)) for m, x in enumerate(batch)]
-    embeddings = method.embeddings(tokens)
+    views = method.views("strong", batch.inputs, batch.masks)
+    tokens = [method._tokens(m, v, None) for m, v in enumerate(views)]
+    embeddings = method.embeddings(tokens, batch.masks)
     assert len(embeddings) == n + 1
     assert all(e.shape == (8, TINY_CONFIG["model"]["head_out"]) for e in embeddings)
     out = method.loss(batch)
@@ -75,6 +98,8 @@ def test_comm_features_are_the_fused_embedding_and_deterministic():
     f1, f2 = method.features(batch), method.features(batch)
     assert f1.shape == (8, TINY_CONFIG["model"]["embed_dim"])
     assert torch.equal(f1, f2)  # plain views: no randomness at evaluation
+    encoded = [method.encode(m, x) for m, x in enumerate(batch.inputs)]
+    assert torch.equal(method.fuse(encoded), f1)  # features = fuse(encode(...)) per modality
 
 
 def test_cross_clamps_logit_scale_and_concatenates_projections():
@@ -110,7 +135,7 @@ def test_param_groups_exclude_biases_norms_and_tokens_from_decay():
     assert total == sum(p.numel() for g in (decay, no_decay) for p in g["params"])
 
 
-def _distinct_batch(b=16, seed=0):
+def _distinct_batch(b=16, seed=0) -> Batch:
     """Images that differ in overall brightness: i.i.d. noise images all look alike to a fresh
     AlexNet, which lets the CLIP loss settle on its uninformative plateau (log B)."""
     g = torch.Generator().manual_seed(seed)
@@ -119,10 +144,10 @@ def _distinct_batch(b=16, seed=0):
         level = torch.linspace(0, 1, b)[torch.randperm(b, generator=g)].view(b, 1, 1, 1)
         noise = torch.rand(b, SIZE, SIZE, 3, generator=g)
         out.append((255 * (0.7 * level + 0.3 * noise)).to(torch.uint8))
-    return out
+    return Batch(out, [None, None])
 
 
-@pytest.mark.parametrize("kind", ["comm", "cross", "cross_self"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_a_few_steps_lower_the_loss_on_a_fixed_batch(kind):
     torch.manual_seed(0)
     method = _build(kind)
@@ -143,7 +168,180 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch(kind):
 def test_unknown_kind_and_bad_switch_are_reported():
     with pytest.raises(ValueError, match="terms"):
         _build("comm", terms="everything")
-    from comm_repro.config import ConfigError
-
+    run = _run("comm")
+    run["method"]["kind"] = "simclr"
     with pytest.raises(ConfigError, match="simclr"):
-        build_method("simclr", copy.deepcopy(TINY_CONFIG["model"]), [])
+        build_method(run, [(SIZE, SIZE, 3)] * 2)
+    with pytest.raises(ValueError, match=">= 2 modalities"):
+        _build("cross", n_modalities=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Padded sequence modalities: the masks reach the encoders, the fusion and the pooling
+
+FEATURES = {"vision": 5, "text": 7}
+LENGTHS = {"vision": [6, 3, 1, 4, 6, 2, 5, 3], "text": [2, 6, 4, 1, 3, 6, 5, 2]}
+STEPS = 6
+
+
+def _sequence_run(kind, augment=None, **encoder):
+    """A run of method ``kind`` on two sequence modalities (the tiny study's sequence encoder,
+    its settings changed by ``encoder``; the tiny study's augmentations unless ``augment``)."""
+    datasets = {
+        "affect": {
+            "family": "mosi",
+            "modalities": [{"name": name, "kind": "sequence"} for name in FEATURES],
+            "tasks": [{"name": "label", "kind": "binary"}],
+        }
+    }
+    encoders = copy.deepcopy(TINY_CONFIG["encoders"])
+    encoders["sequence"].update(encoder)
+    augment = augment or copy.deepcopy(TINY_CONFIG["augment"])
+    return tiny_run("affect", kind, datasets=datasets, encoders=encoders, augment=augment)
+
+
+def _sequence_method(kind, **encoder):
+    shapes = [(STEPS, f) for f in FEATURES.values()]
+    return build_method(_sequence_run(kind, **encoder), shapes)
+
+
+def _sequence_batch(seed=0) -> Batch:
+    """Two right-padded modalities with their own lengths; every sample has a real step."""
+    g = torch.Generator().manual_seed(seed)
+    inputs, masks = [], []
+    for name, f in FEATURES.items():
+        mask = torch.arange(STEPS)[None, :] < torch.tensor(LENGTHS[name])[:, None]
+        x = torch.randn(len(LENGTHS[name]), STEPS, f, generator=g)
+        inputs.append(torch.where(mask[..., None], x, 0.0))
+        masks.append(mask)
+    return Batch(inputs, masks)
+
+
+def _garbage(batch: Batch, seed=1) -> Batch:
+    """The same batch with huge values (and a NaN) at its padded steps."""
+    g = torch.Generator().manual_seed(seed)
+    inputs = [
+        torch.where(k[..., None], x, 1e4 * torch.randn(x.shape, generator=g))
+        for x, k in zip(batch.inputs, batch.masks)
+    ]
+    sample, step = (~batch.masks[0]).nonzero()[0].tolist()
+    inputs[0][sample, step, 0] = float("nan")
+    return Batch(inputs, list(batch.masks))
+
+
+def _loss(method, batch, seed=7):
+    torch.manual_seed(seed)  # the same augmentations in every call
+    return method.loss(batch)
+
+
+def test_sequence_runs_resolve_the_sequence_encoder():
+    method = _sequence_method("comm")
+    assert method.kinds == ["sequence", "sequence"]
+    assert [e.n_features for e in method.encoders] == list(FEATURES.values())
+    assert all(e.dim == TINY_CONFIG["encoders"]["sequence"]["dim"] for e in method.encoders)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_padded_steps_do_not_change_the_loss_or_the_features(kind):
+    """Dropout off (its draws depend on nothing but the RNG, yet it would make any two calls
+    differ): with the same RNG seed, garbage at the padded steps leaves the loss and the
+    features as they are, so the masks reach every encoder, the fusion and the pooling."""
+    torch.manual_seed(0)
+    method = _sequence_method(kind, dropout=0.0)
+    batch = _sequence_batch()
+    ref = _loss(method, batch)
+    assert torch.isfinite(ref["loss"]) and ref["loss"] > 0
+    spoiled = _garbage(batch)
+    out = _loss(method, spoiled)
+    assert set(out) == set(ref)
+    for key in ref:
+        assert torch.allclose(out[key], ref[key], rtol=1e-5, atol=1e-6), key
+    # The test can fail: counted as real steps, the garbage does change the loss.
+    unmasked = Batch([torch.nan_to_num(x) for x in spoiled.inputs], [None] * len(spoiled.inputs))
+    assert not torch.allclose(_loss(method, unmasked)["loss"], ref["loss"], rtol=1e-3)
+    method.eval()
+    with torch.no_grad():
+        features = method.features(batch)
+        assert torch.isfinite(features).all()
+        assert torch.allclose(method.features(spoiled), features, rtol=1e-5, atol=1e-6)
+
+
+def _padded_further(batch: Batch, extra: int, seed=2) -> Batch:
+    """The same samples padded with ``extra`` more steps (of garbage)."""
+    g = torch.Generator().manual_seed(seed)
+    inputs = [
+        torch.cat([x, 1e4 * torch.randn(x.shape[0], extra, x.shape[2], generator=g)], dim=1)
+        for x in batch.inputs
+    ]
+    masks = [
+        torch.cat([k, torch.zeros(k.shape[0], extra, dtype=torch.bool)], 1) for k in batch.masks
+    ]
+    return Batch(inputs, masks)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_more_padding_does_not_change_the_loss_or_the_features(kind):
+    """Padded encoder outputs are zero, so garbage alone cannot tell whether the fusion and the
+    pooling skip them: more padded steps can. Augmentation off here, as its draws depend on the
+    padded length."""
+    augment = copy.deepcopy(TINY_CONFIG["augment"])
+    augment["sequence"]["strong"] = {"drop_p": 0.0, "noise_p": 0.0}
+    shapes = [(STEPS, f) for f in FEATURES.values()]
+    torch.manual_seed(0)
+    method = build_method(_sequence_run(kind, augment, dropout=0.0), shapes)
+    batch, longer = _sequence_batch(), _padded_further(_sequence_batch(), 4)
+    ref = _loss(method, batch)
+    out = _loss(method, longer)
+    for key in ref:
+        assert torch.allclose(out[key], ref[key], rtol=1e-5, atol=1e-6), key
+    # Counted as real, the zero padding of the shorter batch and the longer one differ.
+    zeros = [
+        Batch([torch.where(k[..., None], x, 0.0) for x, k in zip(b.inputs, b.masks)], [None, None])
+        for b in (batch, longer)
+    ]
+    assert not torch.allclose(_loss(method, zeros[0])["loss"], _loss(method, zeros[1])["loss"])
+    method.eval()
+    with torch.no_grad():
+        assert torch.allclose(method.features(longer), method.features(batch), atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_sequence_losses_are_finite_with_dropout_and_can_be_trained(kind):
+    torch.manual_seed(0)
+    method = _sequence_method(kind)
+    assert method.encoders[0].transformer.layers[0].dropout.p == 0.1  # the tiny study's
+    batch = _garbage(_sequence_batch())
+    opt = torch.optim.AdamW(method.param_groups(1e-4), lr=1e-3)
+    for _ in range(3):
+        loss = _loss(method, batch)["loss"]
+        assert torch.isfinite(loss)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        method.after_step()
+        for name, p in method.named_parameters():
+            assert p.grad is None or torch.isfinite(p.grad).all(), name
+
+
+def test_comm_takes_an_image_and_a_sequence_modality():
+    datasets = {
+        "mixed": {
+            "family": "pkg.mixed:Family",
+            "modalities": [
+                {"name": "frame", "kind": "image"},
+                {"name": "audio", "kind": "sequence"},
+            ],
+            "tasks": [{"name": "label", "kind": "binary"}],
+        }
+    }
+    run = tiny_run("mixed", "comm", datasets=datasets)
+    method = build_method(run, [(SIZE, SIZE, 3), (STEPS, 5)])
+    torch.manual_seed(0)
+    images = _batch(1).inputs[0]
+    sequences = _sequence_batch()
+    batch = Batch([images, sequences.inputs[0]], [None, sequences.masks[0]])
+    out = _loss(method, batch)
+    assert torch.isfinite(out["loss"]) and {"loss_mod0", "loss_mod1"} <= set(out)
+    method.eval()
+    with torch.no_grad():
+        assert method.features(batch).shape == (8, TINY_CONFIG["model"]["embed_dim"])

@@ -6,11 +6,16 @@ import pytest
 import torch
 from torchvision.models import alexnet
 
+from comm_repro.config import ConfigError
 from comm_repro.models import (
     AlexNetEncoder,
+    Encoded,
     FusionTransformer,
     PatchTokens,
     SequenceEncoder,
+    SequenceTokens,
+    build_encoder,
+    build_tokenizer,
     mlp_head,
     sincos_2d,
 )
@@ -19,7 +24,23 @@ from comm_repro.models import (
 @pytest.mark.parametrize(("size", "side"), [(224, 6), (128, 3), (64, 1)])
 def test_alexnet_feature_map(size, side):
     out = AlexNetEncoder()(torch.zeros(2, 3, size, size))
-    assert out.shape == (2, 256, side, side)
+    assert isinstance(out, Encoded)
+    assert out.tokens.shape == (2, side * side, 256)
+    assert out.grid == (side, side) and out.mask is None
+
+
+def test_alexnet_tokens_are_the_feature_map_row_major():
+    torch.manual_seed(0)
+    encoder = AlexNetEncoder().eval()
+    x = torch.randn(2, 3, 128, 128)
+    with torch.no_grad():
+        out, fmap = encoder(x), encoder.features(x)
+    assert fmap.shape == (2, 256, 3, 3)
+    for r in range(3):
+        for c in range(3):
+            assert torch.equal(out.tokens[:, r * 3 + c], fmap[:, :, r, c])
+    with pytest.raises(ValueError, match="no mask"):
+        encoder(x, torch.ones(2, 9, dtype=torch.bool))
 
 
 def test_alexnet_trunk_equals_torchvision_order_in_values_and_gradients():
@@ -29,13 +50,45 @@ def test_alexnet_trunk_equals_torchvision_order_in_values_and_gradients():
     reference.load_state_dict(ours.features.state_dict())
     assert [type(m) for m in ours.features] != [type(m) for m in reference]  # really reordered
     x = torch.randn(3, 3, 96, 96, dtype=torch.float64)
-    out_ours, out_ref = ours(x), reference(x)
+    encoded, out_ref = ours(x), reference(x)
+    out_ours = encoded.tokens.transpose(1, 2).reshape(out_ref.shape)
+    assert encoded.grid == tuple(out_ref.shape[-2:])
     assert torch.equal(out_ours, out_ref)
     grad = torch.randn_like(out_ref)
     out_ours.backward(grad)
     out_ref.backward(grad)
     for (name, p), q in zip(ours.features.named_parameters(), reference.parameters()):
         assert torch.allclose(p.grad, q.grad, rtol=1e-10, atol=1e-12), name
+
+
+def test_encoded_pooled_is_the_mean_over_real_steps_only():
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randn(3, 5, 4, generator=g)
+    lengths = torch.tensor([5, 2, 0])
+    mask = torch.arange(5)[None, :] < lengths[:, None]
+    pooled = Encoded(tokens, mask).pooled()
+    assert pooled.shape == (3, 4)
+    assert torch.allclose(pooled[0], tokens[0].mean(0))
+    assert torch.allclose(pooled[1], tokens[1, :2].mean(0))
+    assert torch.equal(pooled[2], torch.zeros(4))  # no real step: zeros, not NaN
+    huge = torch.where(mask[..., None], tokens, 1e6 * torch.randn(3, 5, 4, generator=g))
+    assert torch.allclose(Encoded(huge, mask).pooled(), pooled, atol=1e-6)
+    # ... which the padded steps would change if they were counted
+    assert not torch.allclose(Encoded(huge).pooled(), pooled, atol=1.0)
+    assert torch.allclose(Encoded(tokens).pooled(), tokens.mean(1))  # no mask: every step
+
+
+def test_build_encoder_from_a_modalitys_settings():
+    assert isinstance(build_encoder({"name": "alexnet"}, (64, 64, 3)), AlexNetEncoder)
+    options = {"dim": 16, "layers": 2, "heads": 4, "dim_feedforward": 32, "dropout": 0.0}
+    enc = build_encoder({"name": "transformer", **options}, (50, 7))
+    assert isinstance(enc, SequenceEncoder)
+    assert enc.n_features == 7 and enc.out_channels == 16  # features: the sample's last axis
+    assert len(enc.transformer.layers) == 2
+    assert enc.transformer.layers[0].self_attn.num_heads == 4
+    assert enc.transformer.layers[0].linear1.out_features == 32
+    with pytest.raises(ConfigError, match="'resnet'"):
+        build_encoder({"name": "resnet"}, (64, 64, 3))
 
 
 def test_sincos_positions():
@@ -52,10 +105,26 @@ def test_sincos_positions():
 def test_patch_tokens_are_fixed_positions_plus_projection():
     tok = PatchTokens(8, 16)
     assert not any("pos" in n for n, _ in tok.named_parameters())
-    fmap = torch.zeros(1, 8, 3, 3)
-    out = tok(fmap)
+    out = tok(Encoded(torch.zeros(1, 9, 8), None, (3, 3)))
     assert out.shape == (1, 9, 16)
     assert torch.allclose(out[0], tok.proj.bias + sincos_2d(3, 3, 16))
+    # A non-square grid: the positions of its (h, w), row-major.
+    out = tok(Encoded(torch.zeros(2, 6, 8), None, (2, 3)))
+    assert torch.allclose(out[1], tok.proj.bias + sincos_2d(2, 3, 16))
+    with pytest.raises(ValueError, match="grid"):
+        tok(Encoded(torch.zeros(1, 9, 8)))
+
+
+def test_sequence_tokens_pass_through_at_the_fusion_width_else_project():
+    x = torch.randn(2, 5, 16)
+    same = SequenceTokens(16, 16)
+    assert isinstance(same.proj, torch.nn.Identity) and not list(same.parameters())
+    assert torch.equal(same(Encoded(x, torch.ones(2, 5, dtype=torch.bool))), x)
+    wider = SequenceTokens(16, 32)
+    assert isinstance(wider.proj, torch.nn.Linear) and wider(Encoded(x)).shape == (2, 5, 32)
+    assert not any("pos" in n for n, _ in wider.named_parameters())  # no positions
+    assert isinstance(build_tokenizer("image", 256, 32), PatchTokens)
+    assert isinstance(build_tokenizer("sequence", 40, 32), SequenceTokens)
 
 
 @pytest.mark.parametrize("n", [2, 3])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import os
@@ -18,7 +19,10 @@ import torch
 
 from comm_repro import train
 from comm_repro.data.paired import PairedBank
+from comm_repro.errors import UserError
 from comm_repro.train import CHECKPOINT, LOG, MODEL, NonFiniteLossError, pretrain
+
+CPU = torch.device("cpu")
 
 EPOCHS = 6
 
@@ -80,7 +84,7 @@ class _Toy(torch.nn.Module):
 
     def loss(self, batch):
         self.calls += 1
-        value = ((self.w * batch[0].float().mean()) ** 2).squeeze()
+        value = ((self.w * batch.inputs[0].float().mean()) ** 2).squeeze()
         if self.calls == self.nan_at_step:
             value = value * float("nan")
         return {"loss": value, "ssl_acc": torch.tensor(0.5)}
@@ -97,7 +101,7 @@ def _toy_run(tmp_path, nan_at_step):
         "seed": 0,
         "train": {"epochs": 2, "batch_size": 8, "lr": 0.01, "weight_decay": 0.0, "device": "cpu"},
     }
-    return pretrain(_Toy(nan_at_step), data, cfg, tmp_path, progress=False)
+    return pretrain(_Toy(nan_at_step), data, cfg, tmp_path, CPU, "fp32", progress=False)
 
 
 def test_non_finite_loss_stops_with_epoch_and_step(tmp_path):
@@ -129,6 +133,62 @@ def test_auto_precision_uses_bf16_only_where_the_cpu_has_it(monkeypatch, native)
         assert torch.is_autocast_enabled("cpu")
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_resolve_compute_takes_the_given_device_else_train_device(monkeypatch, native):
+    monkeypatch.setattr(train, "cpu_has_native_bf16", lambda: native)
+    auto = "bf16" if native else "fp32"
+    assert train.resolve_compute({"device": "cpu"}) == (CPU, auto)
+    assert train.resolve_compute({"device": "cpu", "precision": "fp32"}) == (CPU, "fp32")
+    assert train.resolve_compute({"precision": "bf16"}, "cpu") == (CPU, "bf16")
+    # The job's device (--device, or the GPU it claimed) wins over the settings' device.
+    assert train.resolve_compute({"device": "cuda:3", "precision": "auto"}, "cpu") == (CPU, auto)
+    with pytest.raises(ValueError, match="train.precision"):
+        train.resolve_compute({"device": "cpu", "precision": "fp16"})
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_resolve_compute_names_the_device_cuda_lacks():
+    with pytest.raises(UserError, match="train.device is 'cuda:1'"):
+        train.resolve_compute({"device": "cuda:1"})
+    with pytest.raises(UserError, match="CUDA is not available"):
+        train.resolve_compute({"device": "cpu"}, "cuda")
+
+
+class _Recorder(_Toy):
+    """Checks that each batch holds rows as the bank pairs them: inputs, masks and labels."""
+
+    def __init__(self):
+        super().__init__(nan_at_step=None)
+        self.seen: list[int] = []
+
+    def loss(self, batch):
+        rows = batch.labels["row"]
+        assert torch.equal(batch.inputs[0][:, 0].long(), rows)  # bank 0: sample p at row p
+        assert torch.equal(batch.inputs[1][:, 0].long(), 39 - rows)  # bank 1: reversed
+        assert torch.equal(batch.masks[0], batch.inputs[0] % 2 == 0)
+        assert batch.masks[1] is None and len(batch) == 8
+        self.seen += rows.tolist()
+        return super().loss(batch)
+
+
+def test_each_epoch_trains_on_batches_of_inputs_masks_and_labels_by_row(tmp_path):
+    values = torch.arange(40).view(40, 1).repeat(1, 3) + torch.tensor([0, 1, 2])
+    index = torch.stack([torch.arange(40), 39 - torch.arange(40)], dim=1)
+    rows = torch.arange(42) % 40  # 42 rows: the ragged last batch is dropped
+    data = PairedBank(
+        [values, values.float()],
+        index[rows],
+        [values % 2 == 0, None],
+        {"row": rows},
+    )
+    method = _Recorder()
+    summary = pretrain(method, data, _toy_cfg(), tmp_path, CPU, "fp32", progress=False)
+    assert summary["steps_per_epoch"] == 5 and method.calls == 10
+    epoch1, epoch2 = method.seen[:40], method.seen[40:]
+    assert epoch1 != epoch2  # each epoch its own order
+    assert len(set(epoch1)) >= 38 and len(set(epoch2)) >= 38  # 40 of the 42 rows per epoch
+
+
 # ---------------------------------------------------------------------------------------------
 # Reruns: what the fingerprint of settings and data decides
 
@@ -138,15 +198,30 @@ def _toy_data(n: int = 40, offset: int = 0) -> PairedBank:
     return PairedBank([values], torch.arange(n).view(n, 1))
 
 
+MODALITIES = [
+    {
+        "name": "vision",
+        "kind": "sequence",
+        "encoder": {"name": "transformer", "dim": 16},
+        "augment": {"strong": {"noise_std": 0.1}, "weak": {"noise_p": 0.0}},
+    }
+]
+
+
 def _toy_cfg(**train) -> dict:
     base = {"epochs": 2, "batch_size": 8, "lr": 0.01, "weight_decay": 0.0, "device": "cpu"}
     base["precision"] = "fp32"
-    return {"seed": 0, "train": {**base, **train}}
+    dataset = {"name": "toy", "family": "toy", "modalities": copy.deepcopy(MODALITIES)}
+    dataset["tasks"] = [{"name": "label", "kind": "binary"}]
+    probe = {"C_grid": [1.0], "max_iter": 100}
+    return {"seed": 0, "dataset": dataset, "train": {**base, **train}, "probe": probe}
 
 
 def _steps_run(tmp_path, cfg=None, data=None) -> int:
     method = _Toy(nan_at_step=None)
-    pretrain(method, data or _toy_data(), cfg or _toy_cfg(), tmp_path, progress=False)
+    cfg = cfg or _toy_cfg()
+    device, precision = train.resolve_compute(cfg["train"])
+    pretrain(method, data or _toy_data(), cfg, tmp_path, device, precision, progress=False)
     return method.calls
 
 
@@ -165,6 +240,59 @@ def test_rerun_of_a_finished_run_writes_its_outputs_again_without_training(tmp_p
 def test_device_is_not_part_of_a_runs_identity(tmp_path):
     _steps_run(tmp_path)
     assert _steps_run(tmp_path, _toy_cfg(device="cpu", channels_last=False)) == 0
+
+
+def test_precision_is_part_of_a_runs_identity(tmp_path):
+    _steps_run(tmp_path)
+    assert _steps_run(tmp_path, _toy_cfg(precision="bf16")) == 10
+    assert torch.load(tmp_path / MODEL, weights_only=True)["precision"] == "bf16"
+    assert _steps_run(tmp_path, _toy_cfg(precision="fp32")) == 0  # the fp32 run, kept
+
+
+def test_the_modalities_settings_are_part_of_a_runs_identity_the_probe_keys_not(tmp_path):
+    _steps_run(tmp_path)
+    probe_only = _toy_cfg()
+    probe_only["probe"]["C_grid"] = [0.1, 10.0]
+    probe_only["dataset"]["tasks"].append({"name": "score", "kind": "regression"})
+    assert _steps_run(tmp_path, probe_only) == 0
+    for section, key, value in (("augment", "strong", {"noise_std": 0.2}), ("encoder", "dim", 8)):
+        cfg = _toy_cfg()
+        cfg["dataset"]["modalities"][0][section][key] = value
+        assert _steps_run(tmp_path, cfg) == 10, section
+        kept = torch.load(tmp_path / CHECKPOINT, weights_only=True)["settings"]["modalities"]
+        assert kept[0][section][key] == value
+    assert _steps_run(tmp_path, _toy_cfg()) == 0  # the first settings again: their checkpoint
+
+
+@pytest.mark.filterwarnings("ignore::comm_repro.data.multibench.RawDigestWarning")
+def test_a_probe_task_added_to_an_affect_dataset_does_not_retrain_it(tmp_path, capsys):
+    """Tasks are read by the probes only; the affect family's training bank carries the labels
+    of the declared tasks, so they must not make its data another."""
+    from test_multibench import affect_data, write_pickle
+
+    from comm_repro.data.registry import family
+
+    raw = write_pickle(tmp_path / "mosi.pkl", affect_data("mosi")[0])
+    prepared = tmp_path / "mosi"
+    family("mosi").prepare(prepared, {}, raw, None, False)
+    capsys.readouterr()
+    cfg = _toy_cfg(batch_size=4)
+    cfg["dataset"] = {
+        "name": "mosi",
+        "family": "mosi",
+        "modalities": [{**MODALITIES[0], "name": name} for name in ("vision", "text")],
+        "tasks": [
+            {"name": "label", "kind": "binary", "metric": "balanced_accuracy", "labels": "label"}
+        ],  # fmt: skip
+    }
+    data = family("mosi").pretrain_data(prepared, cfg["dataset"])
+    assert _steps_run(tmp_path / "run", cfg, data) == 4
+    more = copy.deepcopy(cfg)
+    more["dataset"]["tasks"].append(
+        {"name": "sentiment", "kind": "regression", "metric": "mse", "labels": "label_raw"}
+    )
+    data = family("mosi").pretrain_data(prepared, more["dataset"])
+    assert _steps_run(tmp_path / "run", more, data) == 0
 
 
 def test_changed_data_retrains_and_keeps_the_old_checkpoint(tmp_path):
