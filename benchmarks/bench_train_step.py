@@ -37,8 +37,8 @@ from bench_common import import_authors_modules, machine_line
 from comm_repro.config import run_config
 from comm_repro.data.paired import PairedBank
 from comm_repro.evaluate import extract_features
-from comm_repro.methods import build_method
 from comm_repro.memory import reuse_freed_memory
+from comm_repro.methods import build_method
 from comm_repro.train import autocast_context, seed_everything
 
 PAPER_CONFIG = Path(__file__).resolve().parents[1] / "config" / "paper.yaml"

@@ -220,16 +220,7 @@ def test_encoder_takes_63_px_and_names_the_setting_below():
 
 SHIPPED = [
     "config/config.yaml",
-    pytest.param(
-        "config/paper.yaml",
-        marks=pytest.mark.xfail(
-            strict=True,
-            raises=ConfigError,
-            reason="config/paper.yaml is still in the old shape (seeds, fig4, generator_seed, "
-            "probe_train_pairs, model.encoder, augment.strong/weak; no modalities, tasks, "
-            "encoders or experiments)",
-        ),
-    ),
+    "config/paper.yaml",
     ".test/config.yaml",
 ]
 

@@ -29,6 +29,7 @@ from comm_repro.config import (
     load_json,
     load_yaml,
     run_config,
+    with_task_defaults,
 )
 from comm_repro.errors import CheckpointError, TrainingInterrupted, UserError
 
@@ -136,6 +137,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     _setup_compute(args.threads)
     run_cfg, source = _pretrain_settings(args)
     check_run(run_cfg, source=source)
+    run_cfg = with_task_defaults(run_cfg)
     device, precision = resolve_compute(run_cfg["train"], _device(args))
     t0 = time.perf_counter()
     data = family(run_cfg["dataset"]["family"]).pretrain_data(Path(args.data), run_cfg["dataset"])
@@ -186,6 +188,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
         source += f" and {args.settings}"
     run_cfg = apply_overrides(run_cfg, args.set or [])
     check_run(run_cfg, probe=True, source=_source(source, args.set))
+    run_cfg = with_task_defaults(run_cfg)
     try:
         saved = load_torch_file(model_path)
         weights = saved["model"]

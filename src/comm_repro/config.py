@@ -118,9 +118,24 @@ def check(cfg: Any, definition: str, source: str = "") -> None:
     ``probe_run``); the first problem becomes a one-line ConfigError naming its dotted key."""
     from jsonschema.exceptions import best_match
 
-    error = best_match(_validator(definition).iter_errors(cfg))
+    errors = list(_validator(definition).iter_errors(cfg))
+    # A bad value inside a family's or a method kind's branch of the schema leaves the keys of
+    # that branch unevaluated, so an "unknown keys" error at the section comes too: the deeper
+    # error is the real one.
+    kept = [e for e in errors if not (_unknown_keys(e) and any(_below(o, e) for o in errors))]
+    error = best_match(kept or errors)
     if error is not None:
         raise ConfigError(describe(error) + (f" ({source})" if source else ""))
+
+
+def _unknown_keys(error) -> bool:
+    return error.validator in ("additionalProperties", "unevaluatedProperties")
+
+
+def _below(other, error) -> bool:
+    """Whether ``other`` is a problem of a key inside the section ``error`` is about."""
+    here, there = list(error.absolute_path), list(other.absolute_path)
+    return not _unknown_keys(other) and len(there) > len(here) and there[: len(here)] == here
 
 
 def key_path(parts) -> str:
@@ -209,7 +224,8 @@ def _modality(m: dict[str, Any], where: str, encoders: dict, augment: dict) -> d
     return resolved
 
 
-def _task(t: dict[str, Any]) -> dict[str, Any]:
+def resolve_task(t: dict[str, Any]) -> dict[str, Any]:
+    """A task with its defaults: the metric of its kind, the label array of its name."""
     return {
         **t,
         "metric": t.get("metric", DEFAULT_METRIC[t["kind"]]),
@@ -240,7 +256,7 @@ def run_config(cfg: dict[str, Any], dataset: str, method: str, seed: int) -> dic
         )
         for i, m in enumerate(ds.get("modalities") or [])
     ]
-    own["tasks"] = [_task(t) for t in ds.get("tasks") or []]
+    own["tasks"] = [resolve_task(t) for t in ds.get("tasks") or []]
     return {
         "dataset": {"name": dataset, **copy.deepcopy(own)},
         "method": {"name": method, "kind": kind, **copy.deepcopy(params)},
@@ -249,6 +265,16 @@ def run_config(cfg: dict[str, Any], dataset: str, method: str, seed: int) -> dic
         "probe": sections["probe"],
         "seed": int(seed),
     }
+
+
+def with_task_defaults(run_cfg: dict[str, Any]) -> dict[str, Any]:
+    """A checked run's settings with every task's defaults filled in (tasks a --set gave may
+    lack them)."""
+    dataset = {
+        **run_cfg["dataset"],
+        "tasks": [resolve_task(t) for t in run_cfg["dataset"]["tasks"]],
+    }
+    return {**run_cfg, "dataset": dataset}
 
 
 def pretrain_settings(run_cfg: dict[str, Any]) -> dict[str, Any]:
@@ -269,8 +295,9 @@ def check_study(cfg: dict[str, Any], source: str = "") -> None:
 def check_run(run_cfg: dict[str, Any], *, probe: bool = False, source: str = "") -> None:
     """One run's settings: before pretraining, or (``probe``) as the probes use them."""
     check(run_cfg, "probe_run" if probe else "run", source)
+    dataset = run_cfg["dataset"]
     if not probe:
-        dataset, batch = run_cfg["dataset"], run_cfg["train"]["batch_size"]
+        batch = run_cfg["train"]["batch_size"]
         pairs = dataset.get("max_train_pairs")
         if pairs is not None and pairs < batch:
             raise ConfigError(

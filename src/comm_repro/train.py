@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import sys
 import time
 import warnings
@@ -59,12 +60,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def resolve_device(name: str = "auto") -> torch.device:
+def resolve_device(name: str = "auto", where: str = "train.device") -> torch.device:
+    """The device ``name`` means here; ``where`` says where it was given, for the errors."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not re.fullmatch(r"cpu|cuda(:[0-9]+)?", str(name)):
+        raise UserError(f"{where} is {name!r}, not one of auto, cpu, cuda, cuda:N")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"train.device is {name!r} but CUDA is not available on this machine")
+        raise UserError(f"{where} is {name!r} but CUDA is not available on this machine")
     return device
 
 
@@ -72,7 +76,10 @@ def resolve_compute(train: dict[str, Any], device: str | None = None) -> tuple[t
     """Where and in which precision a job computes: ``device`` (the command line's, or the GPU
     the job claimed) else ``train.device``, and ``train.precision`` resolved for that device.
     The one place a run's device and precision are decided."""
-    resolved = resolve_device(device or train.get("device", "auto"))
+    if device:
+        resolved = resolve_device(device, "--device")
+    else:
+        resolved = resolve_device(train.get("device", "auto"))
     return resolved, resolve_precision(resolved, train.get("precision", "auto"))
 
 

@@ -19,7 +19,8 @@ import torch
 @dataclass
 class Batch:
     """What a method's ``loss`` receives: one input tensor per modality, its padding mask (None
-    where every step is real) and the labels of the samples by task."""
+    where every step is real) and the labels of the samples, by label array (the ``labels`` a
+    task reads), where the dataset's training data has them."""
 
     inputs: list[torch.Tensor]
     masks: list[torch.Tensor | None]
@@ -34,7 +35,7 @@ class PairedBank:
     banks: list[torch.Tensor]  # one tensor per modality, first axis indexes its samples
     index: torch.Tensor  # (P, n_modalities) int64: row p takes banks[m][index[p, m]]
     masks: list[torch.Tensor | None] | None = None  # per modality, rows as in banks[m]
-    labels: dict[str, torch.Tensor] = field(default_factory=dict)  # per task, (P, ...)
+    labels: dict[str, torch.Tensor] = field(default_factory=dict)  # per label array, (P, ...)
 
     def __post_init__(self) -> None:
         if self.index.ndim != 2 or self.index.shape[1] != len(self.banks):

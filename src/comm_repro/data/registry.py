@@ -198,10 +198,13 @@ class AffectFamily:
         loaded = multibench.load_split(data_dir, split)
         labels = {t["name"]: getattr(loaded, t["labels"]) for t in dataset["tasks"]}
         modalities = [m["name"] for m in dataset["modalities"]]
+        # Training batches carry every label array the dataset has, so that which tasks the
+        # probes fit does not change what a run trains on (its data digest).
+        every = {k: getattr(loaded, k) for k in ("label", "label_raw")}
         bank = PairedBank.aligned(
             [getattr(loaded, m) for m in modalities],
             [loaded.mask] * len(modalities),
-            labels if with_labels else None,
+            every if with_labels else None,
         )
         return bank, labels
 
