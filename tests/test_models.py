@@ -258,9 +258,11 @@ def test_sequence_encoder_parameter_count_and_shapes():
     assert layer.dropout.p == 0.1 and enc.proj.bias is None and enc.proj.kernel_size == (1,)
     x = torch.randn(3, 7, 20)
     mask = torch.ones(3, 7, dtype=torch.bool)
-    tokens, out_mask = enc(x, mask)
+    _e = enc(x, mask)
+    tokens, out_mask = _e.tokens, _e.mask
     assert tokens.shape == (3, 7, 40) and out_mask is mask
-    tokens, out_mask = enc(x)
+    _e = enc(x)
+    tokens, out_mask = _e.tokens, _e.mask
     assert tokens.shape == (3, 7, 40) and out_mask is None
     small = SequenceEncoder(5, dim=16, layers=2, heads=4, dim_feedforward=32, dropout=0.0)
     assert sum(p.numel() for p in small.parameters()) == _sequence_params(5, 16, 2, 32)
@@ -280,15 +282,18 @@ def test_sequence_encoder_padding_does_not_reach_real_steps(grad):
     mask = torch.arange(5)[None, :] < lengths[:, None]
     x = torch.where(mask[..., None], x, 0.0)
     with torch.set_grad_enabled(grad):
-        ref, _ = enc(x, mask)
+        _e = enc(x, mask)
+        ref, _ = _e.tokens, _e.mask
         noisy = torch.where(mask[..., None], x, 1e3 * torch.randn_like(x))
         noisy[2, 0] = float("nan")
-        out, _ = enc(noisy, mask)
+        _e = enc(noisy, mask)
+        out, _ = _e.tokens, _e.mask
         assert torch.allclose(out, ref, atol=1e-5)
         assert torch.isfinite(ref).all() and torch.all(ref[~mask] == 0)
         for i, n in enumerate(lengths.tolist()):
             if n:  # each sample alone, without padding, gives its real steps' tokens
-                alone, _ = enc(x[i : i + 1, :n])
+                _e = enc(x[i : i + 1, :n])
+                alone, _ = _e.tokens, _e.mask
                 assert torch.allclose(ref[i, :n], alone[0], atol=1e-5)
 
 
@@ -297,7 +302,8 @@ def test_sequence_encoder_gradient_is_zero_at_padded_steps():
     enc = SequenceEncoder(6, dim=20, layers=2, heads=5, dim_feedforward=64)
     mask = torch.arange(5)[None, :] < torch.tensor([5, 2, 0])[:, None]
     x = torch.randn(3, 5, 6, requires_grad=True)
-    tokens, _ = enc(x, mask)
+    _e = enc(x, mask)
+    tokens, _ = _e.tokens, _e.mask
     tokens.square().sum().backward()
     assert torch.all(x.grad[~mask] == 0) and x.grad[mask].abs().sum(-1).min() > 0
     assert all(torch.isfinite(p.grad).all() for p in enc.parameters())
