@@ -295,9 +295,8 @@ def check_study(cfg: dict[str, Any], source: str = "") -> None:
 def check_run(run_cfg: dict[str, Any], *, probe: bool = False, source: str = "") -> None:
     """One run's settings: before pretraining, or (``probe``) as the probes use them."""
     check(run_cfg, "probe_run" if probe else "run", source)
-    dataset = run_cfg["dataset"]
     if not probe:
-        batch = run_cfg["train"]["batch_size"]
+        dataset, batch = run_cfg["dataset"], run_cfg["train"]["batch_size"]
         pairs = dataset.get("max_train_pairs")
         if pairs is not None and pairs < batch:
             raise ConfigError(

@@ -1,4 +1,5 @@
 # Paths, wildcard constraints, the runs each experiment declares and the settings each job reads.
+# `settings` (comm_repro.config) is imported by configfiles.smk, included before this file.
 
 import shlex
 import shutil
