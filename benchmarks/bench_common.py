@@ -11,12 +11,15 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
 
 import torch
 
+from comm_repro.methods import build_method
 from comm_repro.provenance import cpu_info
+from comm_repro.train import autocast_context
 
 # module -> pip package, for the modules that their model and generator import
 NEEDED = {
@@ -88,3 +91,65 @@ def import_authors_modules(path: str | Path, names: list[str]) -> list[ModuleTyp
         if not top or top in THEIR_PACKAGES:
             raise
         sys.exit(_missing_packages_message(root, [top]))
+
+
+class OurStep:
+    """One training step of our method as ``pretrain`` runs it, end to end: gather a batch from
+    the bank, the method's own views (augmentation), forward, backward, AdamW."""
+
+    def __init__(self, cfg, data, device, precision, batch_size, memory_format=None):
+        method = build_method(cfg, data.sample_shapes())
+        self.method = method.to(device, memory_format=memory_format or torch.preserve_format)
+        self.method.train()
+        wd, lr = float(cfg["train"]["weight_decay"]), float(cfg["train"]["lr"])
+        self.optimizer = torch.optim.AdamW(self.method.param_groups(wd), lr=lr)
+        self.data, self.device = data, device
+        self.precision, self.batch_size = precision, batch_size
+
+    def __call__(self) -> None:
+        batch = self.data.gather(torch.randint(len(self.data), (self.batch_size,)))
+        with autocast_context(self.device, self.precision):
+            loss = self.method.loss(batch)["loss"]
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+
+
+class AuthorsStep:
+    """Their model step as their Lightning loop runs it: forward(x1, x2), their loss, backward,
+    AdamW from their configure_optimizers(). The two augmented views of one batch are made
+    once, with our augmentation, outside the timing (theirs runs per sample in DataLoader
+    worker processes, which one process cannot time fairly)."""
+
+    def __init__(self, model, ours: OurStep, device, precision, batch_size, views=None):
+        self.model = model.to(device)
+        self.model.train()
+        self.optimizer = self.model.configure_optimizers()
+        if views is None:
+            batch = ours.data.gather(torch.randint(len(ours.data), (batch_size,)))
+            with torch.no_grad():
+                views = [ours.method.views("strong", batch.inputs, batch.masks) for _ in "12"]
+        self.x1, self.x2 = views
+        self.device, self.precision = device, precision
+
+    def __call__(self) -> None:
+        with autocast_context(self.device, self.precision):
+            loss = self.model.loss(self.model(self.x1, self.x2))["loss"]
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+
+
+def time_alternately(steps: dict, device: torch.device, n: int) -> dict[str, list[float]]:
+    """Seconds per step of each callable, run in turn so that a change in load hits all; the
+    first round warms up allocators and kernels and is not counted."""
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for i in range(n + 1):
+        for name, step in steps.items():
+            t0 = time.perf_counter()
+            step()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if i:
+                times[name].append(time.perf_counter() - t0)
+    return times

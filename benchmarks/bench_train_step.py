@@ -32,7 +32,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
-from bench_common import import_authors_modules, machine_line
+from bench_common import (
+    AuthorsStep,
+    OurStep,
+    import_authors_modules,
+    machine_line,
+    time_alternately,
+)
 
 from comm_repro.config import run_config
 from comm_repro.data.paired import PairedBank
@@ -86,67 +92,6 @@ def build_authors_model(path: str, cfg: dict):
     )
 
 
-class OurStep:
-    def __init__(self, cfg, data, device, precision, batch_size):
-        method = build_method(cfg, data.sample_shapes())
-        self.method = method.to(device, memory_format=torch.channels_last)
-        self.method.train()
-        wd, lr = float(cfg["train"]["weight_decay"]), float(cfg["train"]["lr"])
-        self.optimizer = torch.optim.AdamW(self.method.param_groups(wd), lr=lr)
-        self.data, self.device, self.precision, self.batch_size = (
-            data,
-            device,
-            precision,
-            batch_size,
-        )
-
-    def __call__(self) -> None:
-        batch = self.data.gather(torch.randint(len(self.data), (self.batch_size,)))
-        with autocast_context(self.device, self.precision):
-            loss = self.method.loss(batch)["loss"]
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-
-
-class AuthorsStep:
-    """Their model step as their Lightning loop runs it: forward(x1, x2), CoMMLoss, backward,
-    AdamW from their configure_optimizers(). The two augmented views of the batch are made once,
-    with our augmentation, outside the timing."""
-
-    def __init__(self, path, cfg, ours: OurStep, device, precision, batch_size):
-        self.model = build_authors_model(path, cfg).to(device)
-        self.model.train()
-        self.optimizer = self.model.configure_optimizers()
-        batch = ours.data.gather(torch.randint(len(ours.data), (batch_size,)))
-        with torch.no_grad():
-            views = [ours.method.views("strong", batch.inputs, batch.masks) for _ in "12"]
-        self.x1, self.x2 = views
-        self.device, self.precision = device, precision
-
-    def __call__(self) -> None:
-        with autocast_context(self.device, self.precision):
-            loss = self.model.loss(self.model(self.x1, self.x2))["loss"]
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-
-
-def time_alternately(steps: dict, device: torch.device, n: int) -> dict[str, list[float]]:
-    """Seconds per step of each callable, run in turn so that a change in load hits all; the
-    first round warms up allocators and kernels and is not counted."""
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for i in range(n + 1):
-        for name, step in steps.items():
-            t0 = time.perf_counter()
-            step()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            if i:
-                times[name].append(time.perf_counter() - t0)
-    return times
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=5, help="timed steps (after one warm-up)")
@@ -190,11 +135,10 @@ def main() -> None:
     data = synthetic_bank(2400, 10_000, size).to(device)
     for precision in args.precisions:
         seed_everything(0)
-        steps = {"ours": OurStep(cfg, data, device, precision, batch_size)}
+        steps = {"ours": OurStep(cfg, data, device, precision, batch_size, torch.channels_last)}
         if args.authors_code:
-            steps["authors"] = AuthorsStep(
-                args.authors_code, cfg, steps["ours"], device, precision, batch_size
-            )
+            model = build_authors_model(args.authors_code, cfg)
+            steps["authors"] = AuthorsStep(model, steps["ours"], device, precision, batch_size)
         med = {
             k: statistics.median(t) for k, t in time_alternately(steps, device, args.steps).items()
         }

@@ -15,16 +15,31 @@ from comm_repro.provenance import cpu_info
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_STEP = ROOT / "benchmarks" / "bench_train_step.py"
+MOSI_STEP = ROOT / "benchmarks" / "bench_mosi_step.py"
 TINY = ["--resolution", "64", "--batch-size", "8", "--steps", "1", "--precisions", "fp32"]
+MOSI_TINY = ["--batch-size", "8", "--steps", "1", "--precisions", "fp32"]
+# each benchmark with the authors' code: its tiny arguments, and their files it imports
+AUTHORS_BENCHES = {
+    "train_step": (
+        TRAIN_STEP,
+        [*TINY, "--skip-extract"],
+        ["models/alexnet", "models/input_adapters", "models/mmfusion", "pl_modules/comm"],
+    ),
+    "mosi_step": (
+        MOSI_STEP,
+        MOSI_TINY,
+        ["models/transformer", "models/mmfusion", "pl_modules/comm"],
+    ),
+}
 AUTHORS_CODE = os.environ.get("COMM_AUTHORS_CODE")
 RATIO = re.compile(r"\d\s*x\b|×|x the|ratio|/ their", re.IGNORECASE)
 
 
-def run_bench(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+def run_bench(*args: str, script: Path = TRAIN_STEP, timeout: float = 120):
     src = str(ROOT / "src")
     path = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)
     return subprocess.run(
-        [sys.executable, str(TRAIN_STEP), *args],
+        [sys.executable, str(script), *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -37,22 +52,41 @@ def test_train_step_names_the_machine_and_prints_no_ratio():
     done = run_bench(*TINY, "--skip-extract")
     assert done.returncode == 0, done.stderr
     out = done.stdout
+    _assert_names_the_machine(out)
+    assert re.search(r"ours, precision fp32: \d+\.\d+ s/step, \d+\.\d+ pairs/s", out)
+    assert "64 px, batch 8" in out
+    assert not RATIO.search(out), out  # nothing to compare with was timed in this run
+
+
+def _assert_names_the_machine(out: str) -> None:
     cpu = cpu_info()
     assert f"CPU {cpu['model']}" in out
     for feature in cpu["features"]:
         assert feature in out
     assert re.search(r"torch threads \d+", out)
     assert "device cpu" in out
-    assert re.search(r"ours, precision fp32: \d+\.\d+ s/step, \d+\.\d+ pairs/s", out)
-    assert "64 px, batch 8" in out
-    assert not RATIO.search(out), out  # nothing to compare with was timed in this run
 
 
-def test_authors_code_with_a_missing_package_fails_in_one_line(tmp_path):
-    for name in ("models/alexnet", "models/input_adapters", "models/mmfusion", "pl_modules/comm"):
+def test_mosi_step_names_the_machine_projects_the_wall_time_and_prints_no_ratio():
+    done = run_bench(*MOSI_TINY, "--min-steps", "20", script=MOSI_STEP)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    _assert_names_the_machine(out)
+    assert "MOSI, batch 8, 50 steps (20-50 real per sample), features 20 + 300" in out
+    seconds = float(re.search(r"ours, precision fp32: (\d+\.\d+) s/step", out)[1])
+    hours = float(re.search(r"wall time, ours, precision fp32: (\d+\.\d+) h", out)[1])
+    # 1,284 samples // 8 = 160 steps per epoch, 100 epochs, 5 seeds
+    assert hours == pytest.approx(seconds * 160 * 100 * 5 / 3600, rel=0.02, abs=0.006)
+    assert not RATIO.search(out), out
+
+
+@pytest.mark.parametrize("bench", AUTHORS_BENCHES)
+def test_authors_code_with_a_missing_package_fails_in_one_line(tmp_path, bench):
+    script, args, files = AUTHORS_BENCHES[bench]
+    for name in files:
         (tmp_path / f"{name}.py").parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / f"{name}.py").write_text("import surely_absent_package_xyz\n")
-    done = run_bench(*TINY, "--skip-extract", "--authors-code", str(tmp_path))
+    done = run_bench(*args, "--authors-code", str(tmp_path), script=script)
     assert done.returncode != 0
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "pip install" in lines[0], done.stderr
@@ -60,8 +94,10 @@ def test_authors_code_with_a_missing_package_fails_in_one_line(tmp_path):
     assert "s/step" not in done.stdout  # it stops before timing anything
 
 
-def test_authors_code_that_is_not_a_checkout_is_named(tmp_path):
-    done = run_bench(*TINY, "--skip-extract", "--authors-code", str(tmp_path))
+@pytest.mark.parametrize("bench", AUTHORS_BENCHES)
+def test_authors_code_that_is_not_a_checkout_is_named(tmp_path, bench):
+    script, args, _ = AUTHORS_BENCHES[bench]
+    done = run_bench(*args, "--authors-code", str(tmp_path), script=script)
     assert done.returncode != 0
     assert "not a checkout of github.com/Duplums/CoMM" in done.stderr
     assert "Traceback" not in done.stderr
@@ -75,3 +111,14 @@ def test_side_by_side_with_the_authors_code():
     out = done.stdout
     assert re.search(r"authors' code, precision fp32: \d+\.\d+ s/step.*model step only", out)
     assert re.search(r"our time / their time, precision fp32: \d+\.\d+ \(ours end to end", out)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not AUTHORS_CODE, reason="COMM_AUTHORS_CODE names no checkout of Duplums/CoMM")
+def test_mosi_step_side_by_side_with_the_authors_code():
+    done = run_bench(*MOSI_TINY, "--authors-code", AUTHORS_CODE, script=MOSI_STEP, timeout=300)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert re.search(r"authors' code, precision fp32: \d+\.\d+ s/step \(model step only", out)
+    assert re.search(r"their time / our time, precision fp32: \d+\.\d+", out)
+    assert re.search(r"wall time, authors' code, precision fp32: \d+\.\d+ h", out)

@@ -17,6 +17,7 @@ from comm_repro.models import (
     build_encoder,
     build_tokenizer,
     mlp_head,
+    sequence,
     sincos_2d,
 )
 
@@ -273,7 +274,7 @@ def test_sequence_encoder_parameter_count_and_shapes():
         enc(torch.randn(3, 7, 5))
 
 
-@pytest.mark.parametrize("grad", [False, True])  # no_grad takes PyTorch's fused eval path
+@pytest.mark.parametrize("grad", [False, True])
 def test_sequence_encoder_padding_does_not_reach_real_steps(grad):
     torch.manual_seed(0)
     enc = SequenceEncoder(6, dim=20, layers=2, heads=5, dim_feedforward=64).eval()
@@ -307,3 +308,87 @@ def test_sequence_encoder_gradient_is_zero_at_padded_steps():
     tokens.square().sum().backward()
     assert torch.all(x.grad[~mask] == 0) and x.grad[mask].abs().sum(-1).min() > 0
     assert all(torch.isfinite(p.grad).all() for p in enc.parameters())
+
+
+def _reference_tokens(enc, x, mask):
+    """PyTorch's own nn.TransformerEncoder forward over the encoder's layers."""
+    x = torch.where(mask[..., None], x, 0.0)
+    h = enc.proj(x.transpose(1, 2)).transpose(1, 2)
+    ignore = ~mask & mask.any(dim=1, keepdim=True)
+    return torch.where(mask[..., None], enc.transformer(h, src_key_padding_mask=ignore), 0.0)
+
+
+@pytest.mark.parametrize("lengths", [[7, 7, 7], [7, 3, 0, 5]])
+def test_sequence_encoder_computes_pytorchs_layers(lengths):
+    """Without dropout our forward is PyTorch's pre-norm layer: same tokens, same gradients
+    (padded batches take the packed feed-forward, full ones the whole batch)."""
+    torch.manual_seed(0)
+    enc = SequenceEncoder(6, dim=20, layers=2, heads=5, dim_feedforward=64, dropout=0.0)
+    mask = torch.arange(7)[None, :] < torch.tensor(lengths)[:, None]
+    x = torch.randn(len(lengths), 7, 6, requires_grad=True)
+    inputs = [x, *enc.parameters()]
+    ours = enc(x, mask).tokens
+    grads_ours = torch.autograd.grad(ours.sin().sum(), inputs)
+    ref = _reference_tokens(enc, x, mask)
+    grads_ref = torch.autograd.grad(ref.sin().sum(), inputs)
+    assert torch.allclose(ours, ref, atol=1e-5)
+    for mine, theirs in zip(grads_ours, grads_ref):
+        assert torch.allclose(mine, theirs, atol=1e-5)
+    enc.eval()  # with dropout set, eval mode is deterministic and equal too
+    with torch.no_grad():
+        assert torch.allclose(enc(x, mask).tokens, _reference_tokens(enc, x, mask), atol=1e-5)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_dropout_keys_keep_each_element_with_probability_one_minus_p(p):
+    torch.manual_seed(0)
+    n = 400_000
+    kept = sequence.dropout_keys((n // 4, 4), torch.device("cpu")) > sequence.key_threshold(p)
+    sd = (p * (1 - p) / (n // 4)) ** 0.5
+    # each of the four 16-bit lanes of a 64-bit draw keeps at the same rate
+    assert torch.all((kept.float().mean(0) - (1 - p)).abs() < 5 * sd)
+    x = torch.ones(n)
+    dropped = sequence.dropout(x, p, training=True)
+    assert dropped.unique().tolist() == pytest.approx([0.0, 1 / (1 - p)])
+    assert abs(dropped.mean().item() - 1.0) < 5 * (p / (1 - p) / n) ** 0.5
+    assert sequence.dropout(x, p, training=False) is x
+
+
+def test_feed_forward_blocks_equal_the_plain_layer_with_the_same_dropout_keys():
+    """The blocked, in-place feed-forward with dropout gives the output and the gradients of
+    linear2(dropout(relu(linear1(x)))) computed by autograd with the same keys."""
+    torch.manual_seed(0)
+    n, d, hidden, p, block = 11, 6, 16, 0.3, 4
+    x = torch.randn(n, d, dtype=torch.float64, requires_grad=True)
+    params = [
+        torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+        for shape in ((hidden, d), (hidden,), (d, hidden), (d,))
+    ]
+    torch.manual_seed(1)
+    out = sequence._FeedForward.apply(x, *params, p, block)
+    grads = torch.autograd.grad(out.square().sum(), [x, *params])
+    torch.manual_seed(1)  # the same keys, block by block
+    keys = [
+        sequence.dropout_keys((len(range(s, min(s + block, n))), hidden), x.device)
+        for s in range(0, n, block)
+    ]
+    w1, b1, w2, b2 = params
+    h = torch.relu(x @ w1.t() + b1) * (torch.cat(keys) > sequence.key_threshold(p)) / (1 - p)
+    ref = h @ w2.t() + b2
+    ref_grads = torch.autograd.grad(ref.square().sum(), [x, *params])
+    assert torch.allclose(out, ref)
+    for mine, theirs in zip(grads, ref_grads):
+        assert torch.allclose(mine, theirs)
+
+
+def test_sequence_encoder_dropout_is_seeded_and_active_in_training():
+    enc = SequenceEncoder(6, dim=20, layers=2, heads=5, dim_feedforward=64)
+    x = torch.randn(3, 5, 6)
+    mask = torch.arange(5)[None, :] < torch.tensor([5, 2, 4])[:, None]
+    torch.manual_seed(3)
+    a = enc(x, mask).tokens
+    torch.manual_seed(3)
+    b = enc(x, mask).tokens
+    c = enc(x, mask).tokens
+    assert torch.equal(a, b) and not torch.allclose(b, c)
+    assert torch.isfinite(a).all() and torch.all(a[~mask] == 0)
