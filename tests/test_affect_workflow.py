@@ -44,7 +44,7 @@ def affect_study(raw_dir) -> dict:
     return cfg
 
 
-@pytest.mark.slow
+# one tiny end-to-end run of its dataset family: in the quick suite (not slow)
 @pytest.mark.filterwarnings("ignore")
 def test_affect_study_produces_table1_and_its_report(tmp_path):
     raw = tmp_path / "raw"

@@ -10,7 +10,6 @@ import subprocess
 import textwrap
 
 import numpy as np
-import pytest
 import yaml
 from test_workflow import ENV, REPO, TINY, load, snakemake, workdir_for, write_config
 
@@ -86,7 +85,7 @@ def git_status() -> str:
     ).stdout  # fmt: skip
 
 
-@pytest.mark.slow
+# one tiny end-to-end run of its dataset family: in the quick suite (not slow)
 def test_a_family_and_a_table_from_outside_run_end_to_end(tmp_path):
     before = git_status()
     plugins = tmp_path / "plugins"

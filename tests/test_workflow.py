@@ -217,7 +217,7 @@ def finished_study(tmp_path_factory):
     return workdir, time.perf_counter() - t0
 
 
-@pytest.mark.slow
+# one tiny end-to-end run of its dataset family: in the quick suite (not slow)
 def test_tiny_study_produces_the_report(finished_study):
     workdir, seconds = finished_study
     results = workdir / "results"

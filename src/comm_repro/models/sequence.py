@@ -4,7 +4,8 @@ The layers are PyTorch's ``nn.TransformerEncoderLayer`` modules (their parameter
 initialisation), run by our own forward: the same pre-norm computation, written for the CPU. At
 the paper's MOSI size (d 40, feed-forward 2048) PyTorch's layer spends most of a training step
 outside the matrix products: drawing dropout masks with ``bernoulli_`` (about 7 ns per element on
-a 2-core AVX-512 CPU) and streaming the (tokens x 2048) feed-forward activations through memory five times per pass.
+a 2-core AVX-512 CPU) and streaming the (tokens x 2048) feed-forward activations through memory
+five times per pass.
 Here the dropout masks come from 16 random bits per element drawn 64 at a time, and the
 feed-forward runs in blocks of rows that stay in the CPU cache, forward and backward, with ReLU
 and dropout applied in place; only the rows of real steps go through it. The arithmetic is the
