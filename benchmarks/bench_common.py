@@ -93,6 +93,32 @@ def import_authors_modules(path: str | Path, names: list[str]) -> list[ModuleTyp
         sys.exit(_missing_packages_message(root, [top]))
 
 
+def authors_comm(mmfusion: ModuleType, comm: ModuleType, cfg: dict, encoders, adapters):
+    """Their CoMM module around ``encoders`` and ``adapters`` (their classes), with their MMFusion,
+    projection head, CoMMLoss and optimiser settings at the run's widths, as their
+    configs/model/comm.yaml builds it."""
+    model, train = cfg["model"], cfg["train"]
+    dim = int(model["embed_dim"])
+    encoder = mmfusion.MMFusion(
+        encoders=encoders,
+        input_adapters=adapters,
+        embed_dim=dim,
+        fusion="concat",
+        pool="cls",
+        n_heads=int(model["heads"]),
+        n_layers=int(model["layers"]),
+        add_bias_kv=False,
+        dropout=0.0,
+    )
+    head = comm.CoMM._build_mlp(dim, int(model["head_hidden"]), int(model["head_out"]))
+    return comm.CoMM(
+        encoder=encoder,
+        projection=head,
+        optim_kwargs={"lr": float(train["lr"]), "weight_decay": float(train["weight_decay"])},
+        loss_kwargs={"temperature": float(cfg["method"]["temperature"])},
+    )
+
+
 class OurStep:
     """One training step of our method as ``pretrain`` runs it, end to end: gather a batch from
     the bank, the method's own views (augmentation), forward, backward, AdamW."""

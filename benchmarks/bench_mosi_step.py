@@ -41,6 +41,7 @@ import yaml
 from bench_common import (
     AuthorsStep,
     OurStep,
+    authors_comm,
     import_authors_modules,
     machine_line,
     time_alternately,
@@ -85,8 +86,6 @@ def build_authors_model(path: str, cfg: dict):
     """The authors' CoMM for MOSI as their configs/train_multibench.yaml (mosi) and
     configs/model/comm.yaml build it, at the run's widths."""
     transformer, mmfusion, comm = import_authors_modules(path, AUTHORS_MODULES)
-    model, train = cfg["model"], cfg["train"]
-    dim = int(model["embed_dim"])
     encoders = [
         transformer.Transformer(
             n_features=f,
@@ -96,24 +95,7 @@ def build_authors_model(path: str, cfg: dict):
         )
         for f, m in zip(FEATURES, cfg["dataset"]["modalities"])
     ]
-    encoder = mmfusion.MMFusion(
-        encoders=encoders,
-        input_adapters=[None, None],
-        embed_dim=dim,
-        fusion="concat",
-        pool="cls",
-        n_heads=int(model["heads"]),
-        n_layers=int(model["layers"]),
-        add_bias_kv=False,
-        dropout=0.0,
-    )
-    head = comm.CoMM._build_mlp(dim, int(model["head_hidden"]), int(model["head_out"]))
-    return comm.CoMM(
-        encoder=encoder,
-        projection=head,
-        optim_kwargs={"lr": float(train["lr"]), "weight_decay": float(train["weight_decay"])},
-        loss_kwargs={"temperature": float(cfg["method"]["temperature"])},
-    )
+    return authors_comm(mmfusion, comm, cfg, encoders, [None, None])
 
 
 def projected_hours(seconds_per_step: float, batch_size: int) -> float:

@@ -35,6 +35,7 @@ import yaml
 from bench_common import (
     AuthorsStep,
     OurStep,
+    authors_comm,
     import_authors_modules,
     machine_line,
     time_alternately,
@@ -63,33 +64,17 @@ def build_authors_model(path: str, cfg: dict):
     configs/train_trifeatures.yaml and configs/model/comm.yaml do (embed_dim from the run, as
     their README's `model.model.encoder.embed_dim=512`)."""
     alexnet, adapters, mmfusion, comm = import_authors_modules(path, AUTHORS_MODULES)
-    model, train = cfg["model"], cfg["train"]
-    dim = int(model["embed_dim"])
-    encoder = mmfusion.MMFusion(
-        encoders=[
-            alexnet.AlexNetEncoder(latent_dim=256, dropout=0.5, global_pool="") for _ in range(2)
-        ],
-        input_adapters=[
-            adapters.PatchedInputAdapter(
-                num_channels=256, stride_level=1, patch_size_full=1, dim_tokens=dim, image_size=6
-            )
-            for _ in range(2)
-        ],
-        embed_dim=dim,
-        fusion="concat",
-        pool="cls",
-        n_heads=int(model["heads"]),
-        n_layers=int(model["layers"]),
-        add_bias_kv=False,
-        dropout=0.0,
-    )
-    head = comm.CoMM._build_mlp(dim, int(model["head_hidden"]), int(model["head_out"]))
-    return comm.CoMM(
-        encoder=encoder,
-        projection=head,
-        optim_kwargs={"lr": float(train["lr"]), "weight_decay": float(train["weight_decay"])},
-        loss_kwargs={"temperature": float(cfg["method"]["temperature"])},
-    )
+    dim = int(cfg["model"]["embed_dim"])
+    encoders = [
+        alexnet.AlexNetEncoder(latent_dim=256, dropout=0.5, global_pool="") for _ in range(2)
+    ]
+    adapters_ = [
+        adapters.PatchedInputAdapter(
+            num_channels=256, stride_level=1, patch_size_full=1, dim_tokens=dim, image_size=6
+        )
+        for _ in range(2)
+    ]
+    return authors_comm(mmfusion, comm, cfg, encoders, adapters_)
 
 
 def main() -> None:
