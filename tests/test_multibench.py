@@ -22,6 +22,7 @@ import pytest
 from comm_repro import download
 from comm_repro.cli import main
 from comm_repro.data import multibench as mb
+from comm_repro.data import prepared
 from comm_repro.errors import DataError
 
 # The fixtures are not the authors' MOSI file; tests of that warning catch it themselves.
@@ -255,7 +256,7 @@ def test_manifest_digests_and_refusals(tmp_path, mosi_pkl):
     with np.load(out / "test.npz") as npz:
         assert sorted(npz.files) == sorted(mb.ARRAYS)
         for key in mb.ARRAYS:
-            assert manifest["splits"]["test"]["sha256"][key] == mb._sha256(npz[key])
+            assert manifest["splits"]["test"]["sha256"][key] == prepared.array_sha256(npz[key])
     assert json.loads((out / "manifest.json").read_text()) == manifest
 
     good = (out / "test.npz").read_bytes()

@@ -30,13 +30,10 @@ dv/da are 20/5 for MOSI and 371/81 for UR-FUNNY and MUsTARD. Task: binary ``labe
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import pickle
 import time
 import warnings
-import zipfile
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -45,7 +42,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from comm_repro import download
-from comm_repro.atomic import atomic_path, write_json
+from comm_repro.atomic import write_json
+from comm_repro.data import prepared
 from comm_repro.errors import DataError, describe
 
 try:  # numpy >= 2 (numpy.core is a deprecated alias there)
@@ -329,10 +327,6 @@ def preprocess_split(part: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray]
     return out, {"dropped_all_zero_text": n_dropped, "non_finite_replaced": replaced}
 
 
-def _sha256(array: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
-
-
 # ---------------------------------------------------------------------------------------------
 # Raw files: where they are, the download, the digest check
 
@@ -437,8 +431,7 @@ def prepare(name: str, raw: str | Path, out_dir: str | Path, progress: bool = Tr
         data[split] = None  # free the raw split before the next one
         if len(arrays["label"]) == 0:
             raise DataError(f"{raw}: split {split!r} has no sample with non-zero text")
-        with atomic_path(out_dir / f"{split}.npz") as tmp, tmp.open("wb") as f:
-            np.savez_compressed(f, **arrays)
+        stored = prepared.write_split(out_dir, split, arrays)
         labels = arrays["label"]
         manifest["splits"][split] = {
             "count": len(labels),
@@ -447,9 +440,7 @@ def prepare(name: str, raw: str | Path, out_dir: str | Path, progress: bool = Tr
             "label_raw_range": [float(arrays["label_raw"].min()), float(arrays["label_raw"].max())],
             "masked_steps": int((~arrays["mask"]).sum()),
             **changes,
-            "shapes": {k: list(v.shape) for k, v in arrays.items()},
-            "dtypes": {k: str(v.dtype) for k, v in arrays.items()},
-            "sha256": {k: _sha256(v) for k, v in arrays.items()},
+            **stored,
         }
         del arrays
     splits = manifest["splits"].values()
@@ -479,19 +470,7 @@ class AffectSplit:
         return {k: getattr(self, k) for k in MODALITIES}
 
 
-def read_manifest(data_dir: str | Path) -> dict:
-    """The manifest of a prepared set; DataError naming the file when missing or unreadable."""
-    path = Path(data_dir) / "manifest.json"
-    hint = f"prepare the dataset again: `comm-repro prepare <dataset> --out {data_dir}`"
-    if not path.exists():
-        raise DataError(f"{path} is missing; {hint}")
-    try:
-        manifest = json.loads(path.read_text())
-        if not isinstance(manifest.get("splits"), dict):
-            raise ValueError("no splits")
-        return manifest
-    except (OSError, ValueError, AttributeError) as err:
-        raise DataError(f"{path} is unreadable or incomplete ({describe(err)}); {hint}") from None
+read_manifest = prepared.read_manifest
 
 
 def load_split(data_dir: str | Path, split: str, verify: bool = True) -> AffectSplit:
@@ -500,34 +479,4 @@ def load_split(data_dir: str | Path, split: str, verify: bool = True) -> AffectS
     DataError naming the file. ``valid`` is for choosing the probe's C, ``test`` is scored."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    data_dir = Path(data_dir)
-    path, manifest_path = data_dir / f"{split}.npz", data_dir / "manifest.json"
-    manifest = read_manifest(data_dir)
-    hint = f"prepare it again: `comm-repro prepare {manifest.get('dataset')} --out {data_dir}`"
-    if not path.exists():
-        raise DataError(f"{path} is missing; {hint}")
-    try:
-        expected = manifest["splits"][split]
-        digests, shapes, dtypes = expected["sha256"], expected["shapes"], expected["dtypes"]
-        if not all(isinstance(digests[k], str) for k in ARRAYS):
-            raise TypeError("digests must be strings")
-    except (KeyError, TypeError) as err:
-        raise DataError(
-            f"{manifest_path} is unreadable or incomplete ({describe(err)}); {hint}"
-        ) from None
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in ARRAYS}
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as err:
-        raise DataError(f"{path} is unreadable ({describe(err)}); {hint}") from None
-    if verify:
-        for key, array in arrays.items():
-            if (
-                list(array.shape) != shapes.get(key)
-                or str(array.dtype) != dtypes.get(key)
-                or _sha256(array) != digests[key]
-            ):
-                raise DataError(
-                    f"{path}: array {key!r} does not match {manifest_path.name}; {hint}"
-                )
-    return AffectSplit(**arrays)
+    return AffectSplit(**prepared.load_arrays(data_dir, split, ARRAYS, verify))
