@@ -230,9 +230,76 @@ class AffectFamily:
         )
 
 
+# ---------------------------------------------------------------------------------------------
+# MIMIC-III (a pickle the user supplies, converted once)
+
+
+class MimicFamily:
+    """MIMIC-III (datasets.md §2): a ``tabular`` modality (N, 5) of static patient features and
+    a ``timeseries`` modality (N, 24, 12) of hourly measurements, no padding; labels ``label``
+    (the chosen ICD-9 group, binary), ``icd9`` (all 20 groups) and ``mortality`` (6 classes)."""
+
+    OPTIONS = ("stats", "task")
+
+    def prepare(self, out_dir, options, source, download_to, progress):
+        from comm_repro.data import mimic
+
+        if download_to is not None:
+            raise ConfigError(f"--download-to does not apply to mimic: {mimic.ACCESS}")
+        unknown = sorted(set(options) - set(self.OPTIONS))
+        if unknown:
+            raise ConfigError(f"mimic takes the options {list(self.OPTIONS)}, not {unknown}")
+        stats = str(options.get("stats", "all"))
+        task = int(options.get("task", mimic.DEFAULT_TASK))
+        t0 = time.perf_counter()
+        raw = mimic.obtain_raw(source)
+        manifest = mimic.prepare(raw, out_dir, stats=stats, task=task, progress=progress)
+        counts = ", ".join(f"{k} {v['count']}" for k, v in manifest["splits"].items())
+        return (
+            f"wrote {counts} samples of mimic from {raw} to {out_dir} in "
+            f"{time.perf_counter() - t0:.1f} s (ICD-9 task {task}, z-scores from "
+            f"{'the whole file' if stats == 'all' else 'the train split'}, "
+            f"{sum(manifest['non_finite_replaced'].values())} non-finite values set to 0)"
+        )
+
+    @staticmethod
+    def _bank(data_dir, split, dataset, with_labels=False):
+        from comm_repro.data import mimic
+
+        declared(dataset, {"tabular": "tabular", "timeseries": "sequence"})
+        declared(dataset, {k: None for k in ("label", "icd9", "mortality")}, "tasks")
+        loaded = mimic.load_split(data_dir, split)
+        labels = {t["name"]: loaded[t["labels"]] for t in dataset["tasks"]}
+        every = {k: loaded[k] for k in ("label", "icd9", "mortality")}
+        bank = PairedBank.aligned(
+            [loaded[m["name"]] for m in dataset["modalities"]], None, every if with_labels else None
+        )
+        return bank, labels
+
+    def pretrain_data(self, data_dir, dataset):
+        return self._bank(data_dir, "train", dataset, with_labels=True)[0]
+
+    def probe_data(self, data_dir, dataset, probe):
+        if probe.get("max_train_samples") is not None:
+            raise ConfigError(
+                "probe.max_train_samples does not apply to mimic (its splits are the "
+                "authors'); remove it"
+            )
+        parts = {s: self._bank(data_dir, s, dataset) for s in ("train", "valid", "test")}
+        return ProbeData(
+            parts["train"][0],
+            parts["test"][0],
+            parts["train"][1],
+            parts["test"][1],
+            parts["valid"][0],
+            parts["valid"][1],
+        )
+
+
 FAMILIES: dict[str, Family] = {
     "trifeatures": TrifeatureFamily(),
     **{corpus: AffectFamily(corpus) for corpus in ("mosi", "humor", "sarcasm")},
+    "mimic": MimicFamily(),
 }
 
 
