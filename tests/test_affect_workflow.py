@@ -1,5 +1,6 @@
-"""The workflow on the MultiBench affect datasets: fixture pickles of MOSI, UR-FUNNY and MUsTARD
-in the authors' format, through prepare, pretraining, probes, Table 1 and its report."""
+"""The workflow on the MultiBench datasets: fixture pickles of MOSI, UR-FUNNY, MUsTARD and MIMIC
+in the authors' formats, through prepare, pretraining, probes, Table 1 (affect and MIMIC
+columns) and the affect report."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ import time
 
 import pytest
 import yaml
+from test_mimic import mimic_data
 from test_multibench import affect_data, write_pickle
 from test_workflow import REPO, TINY, load, snakemake, workdir_for, write_config
 
 SIZES = {"train": 40, "valid": 16, "test": 16}
+MIMIC_SAMPLES = 100  # valid 10, test 10, train 80
 # Two methods keep the test short; Cross+Self's sequence path is tested in test_methods.py.
 METHODS = ("cross", "comm")
 CORPORA = {"mosi": "mosi_data.pkl", "humor": "humor.pkl", "sarcasm": "sarcasm.pkl"}
@@ -32,6 +35,12 @@ def affect_study(raw_dir) -> dict:
         "name": "transformer", "dim": 16, "layers": 1, "heads": 2, "dim_feedforward": 32,
         "dropout": 0.1,
     }  # fmt: skip
+    im_pk = write_pickle(raw_dir / "im.pk", mimic_data(MIMIC_SAMPLES), protocol=2)
+    cfg["datasets"]["mimic"] = {**paper["datasets"]["mimic"], "source": str(im_pk)}
+    cfg["datasets"]["mimic"]["modalities"][1]["encoder"] = {"name": "gru", "dim": 16}
+    cfg["datasets"]["mimic"]["model"] = {"embed_dim": 16}
+    for section in ("encoders", "augment"):
+        cfg[section]["tabular"] = paper[section]["tabular"]
     cfg["train"].update(epochs=1, batch_size=8)
     cfg["experiments"] = {
         "table1_affect": {
@@ -39,14 +48,15 @@ def affect_study(raw_dir) -> dict:
             "methods": list(METHODS),
             "seeds": [0],
             "report": "multibench",
-        }
+        },
+        "table1_mimic": {"table": "table1_mimic", "methods": list(METHODS), "seeds": [0]},
     }
     return cfg
 
 
 # one tiny end-to-end run of its dataset family: in the quick suite (not slow)
 @pytest.mark.filterwarnings("ignore")
-def test_affect_study_produces_table1_and_its_report(tmp_path):
+def test_multibench_study_produces_table1_and_its_report(tmp_path):
     raw = tmp_path / "raw"
     raw.mkdir()
     config = write_config(tmp_path, affect_study(raw), "affect.yaml")
@@ -76,8 +86,17 @@ def test_affect_study_produces_table1_and_its_report(tmp_path):
     assert "data:image/png;base64" in html
     index = (results / "reports" / "index.html").read_text()
     assert "table1_affect.html" in index and "Reproduction scorecard" in index
+    for method in METHODS:
+        run_dir = next((results / "runs" / "mimic").glob(f"{method}/seed0"))
+        icd9 = json.loads((run_dir / "probe.json").read_text())["tasks"]["icd9_7"]
+        assert icd9["C_chosen_on"] == "valid" and 0.0 <= icd9["balanced_accuracy"] <= 1.0
+        modalities = json.loads((run_dir / "run.json").read_text())["dataset"]["modalities"]
+        assert [m["encoder"]["name"] for m in modalities] == ["mlp", "gru"]
+    mimic_table = (results / "tables" / "table1_mimic.md").read_text()
+    assert "MIMIC" in mimic_table and "paper 66.4" in mimic_table
+    assert "table1_mimic" in index
     settings = yaml.safe_load(
         (results / "runs" / "mosi" / "comm" / "seed0" / "settings.yaml").read_text()
     )
     assert "probe" not in settings  # the probe settings live in probe_settings.yaml
-    print(f"affect fixture workflow: {seconds:.0f} s")
+    print(f"MultiBench fixture workflow: {seconds:.0f} s")

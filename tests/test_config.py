@@ -463,11 +463,12 @@ def test_schema_refusals_name_the_key():
     )
 
 
-def test_a_modality_kind_is_image_or_sequence():
+def test_a_modality_kind_is_image_sequence_or_tabular():
     custom = _sequence_dataset()
     custom["modalities"][0]["kind"] = "graph"
     assert re.match(
-        r"datasets\.affect\.modalities\[0\]\.kind: 'graph' is not one of \['image', 'sequence'\]",
+        r"datasets\.affect\.modalities\[0\]\.kind: 'graph' is not one of "
+        r"\['image', 'sequence', 'tabular'\]",
         _refused(lambda c: c["datasets"].update(affect=custom)),
     )
 
@@ -557,3 +558,16 @@ def test_a_yaml_syntax_error_stops_the_workflow(tmp_path):
     result = dry_run(workdir_for(tmp_path / "wd2"), "--configfile", str(broken))
     assert result.returncode != 0
     assert "not valid JSON or YAML" in result.stdout + result.stderr
+
+
+def test_an_encoder_naming_another_encoder_does_not_inherit_the_defaults_options():
+    cfg = load_yaml(REPO / "config" / "paper.yaml")
+    mimic = run_config(cfg, "mimic", "comm", 0)["dataset"]["modalities"]
+    assert mimic[1]["encoder"] == {"name": "gru", "dim": 512}  # no transformer layers or heads
+    assert mimic[0]["encoder"] == {"name": "mlp", "hidden": 10, "out": 10}
+    cfg["datasets"]["mosi"]["encoders"] = {"sequence": {"dim": 16}}  # same encoder: merged
+    mosi = run_config(cfg, "mosi", "comm", 0)["dataset"]["modalities"][0]["encoder"]
+    assert mosi["name"] == "transformer" and mosi["dim"] == 16 and mosi["layers"] == 5
+    cfg["methods"]["comm"]["encoders"] = {"sequence": {"name": "gru", "dim": 8}}
+    mosi = run_config(cfg, "mosi", "comm", 0)["dataset"]["modalities"][0]["encoder"]
+    assert mosi == {"name": "gru", "dim": 8}

@@ -229,3 +229,19 @@ def test_views_refuse_what_they_cannot_make():
     views = Views([_image("a"), _image("b")], [(64, 64, 3)] * 2)
     with pytest.raises(ValueError, match="a view is one of"):
         views("medium", _images(), [None, None])
+
+
+def test_a_tabular_view_adds_noise_to_whole_vectors_and_drops_nothing():
+    tabular = {
+        "name": "tabular",
+        "kind": "tabular",
+        "augment": {"strong": {"noise_p": 1.0, "noise_std": 0.1}, "weak": {"noise_p": 0.0}},
+    }
+    views = Views([tabular, _sequence("timeseries")], [(5,), (5, 3)])
+    xs, masks = _sequences()
+    x = torch.randn(xs[0].shape[0], 5)
+    strong, _ = views("strong", [x, xs[0]], [None, masks[0]])
+    noise = strong - x
+    assert torch.all(noise != 0) and 0.05 < noise.std().item() < 0.2  # N(0, 0.1^2), no zeros
+    weak, _ = views("weak", [x, xs[0]], [None, masks[0]])
+    assert weak is x

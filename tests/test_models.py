@@ -11,9 +11,11 @@ from comm_repro.models import (
     AlexNetEncoder,
     Encoded,
     FusionTransformer,
+    GRUEncoder,
     PatchTokens,
     SequenceEncoder,
     SequenceTokens,
+    TabularEncoder,
     build_encoder,
     build_tokenizer,
     mlp_head,
@@ -392,3 +394,37 @@ def test_sequence_encoder_dropout_is_seeded_and_active_in_training():
     c = enc(x, mask).tokens
     assert torch.equal(a, b) and not torch.allclose(b, c)
     assert torch.isfinite(a).all() and torch.all(a[~mask] == 0)
+
+
+def test_tabular_encoder_is_multibenchs_two_layer_perceptron():
+    torch.manual_seed(0)
+    enc = TabularEncoder(5)  # MIMIC: 5 -> 10 -> 10
+    x = torch.randn(4, 5)
+    out = enc(x)
+    expected = enc.fc2(torch.relu(enc.fc(x)))
+    assert out.tokens.shape == (4, 1, 10) and torch.equal(out.tokens[:, 0], expected)
+    assert sum(p.numel() for p in enc.parameters()) == (5 * 10 + 10) + (10 * 10 + 10)
+    tokens = build_tokenizer("tabular", enc.out_channels, 16)(out)
+    assert tokens.shape == (4, 10, 16)  # one token per output channel: x_i * w_i + b_i
+    tok = build_tokenizer("tabular", 10, 16)
+    manual = expected[..., None] * tok.weight + tok.bias
+    assert torch.allclose(tok(out), manual)
+    with pytest.raises(ValueError, match=r"\(B, 5\)"):
+        enc(torch.randn(4, 6))
+
+
+def test_gru_encoder_tokens_are_its_outputs_and_ignore_later_padding():
+    torch.manual_seed(0)
+    enc = GRUEncoder(12, dim=8)
+    x = torch.randn(3, 24, 12)
+    full = enc(x)
+    assert full.tokens.shape == (3, 24, 8) and full.mask is None
+    assert torch.allclose(full.tokens, enc.gru(x)[0])
+    mask = torch.arange(24)[None, :] < torch.tensor([24, 10, 0])[:, None]
+    noisy = torch.where(mask[..., None], x, 1e3 * torch.randn_like(x))
+    out = enc(noisy, mask)
+    assert torch.allclose(out.tokens[mask], full.tokens[mask], atol=1e-6)
+    assert torch.all(out.tokens[~mask] == 0) and out.mask is mask
+    assert isinstance(build_encoder({"name": "gru", "dim": 8}, (24, 12)), GRUEncoder)
+    with pytest.raises(ConfigError, match="gru"):
+        build_encoder({"name": "gru", "dim": 8, "layers": 5}, (24, 12))

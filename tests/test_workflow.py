@@ -155,17 +155,20 @@ def test_paper_protocol_plans_fig4_and_table1_with_five_seeds(tmp_path):
     result = snakemake(workdir_for(tmp_path), "-n", "-p", "--configfile", "config/paper.yaml")
     jobs = planned_jobs(result.stdout)
     fig4 = 5 * 2 * 3  # seeds x datasets (unbiased, biased pairs) x methods
-    table1 = 5 * 3 * 3  # seeds x datasets (MOSI, UR-FUNNY, MUsTARD) x methods
+    table1 = 5 * 4 * 3  # seeds x datasets (MIMIC, MOSI, UR-FUNNY, MUsTARD) x methods
     runs = fig4 + table1
     for rule in ("pretrain", "probe", "run_settings", "probe_settings"):
         assert jobs[rule] == runs, rule
-    assert jobs["prepare"] == 4  # Trifeature, generated once, and the three affect files
-    for rule in ("table", "figure_table", "figure_training_curves", "report_notebook"):
-        assert jobs[rule] == 2, rule  # Fig. 4 and Table 1
-    assert sum(jobs.values()) == 4 * runs + 4 + 4 * 2 + 2 + 1 + 1  # html x2, index, all
+    assert jobs["prepare"] == 5  # Trifeature, generated once, the affect files and MIMIC's
+    for rule in ("table", "figure_table", "figure_training_curves"):
+        assert jobs[rule] == 3, rule  # Fig. 4, Table 1's affect and MIMIC columns
+    assert jobs["report_notebook"] == 2  # Fig. 4 and the affect datasets
+    assert sum(jobs.values()) == 4 * runs + 5 + 3 * 3 + 2 * 2 + 1 + 1  # html x2, index, all
     for seed in range(5):
         assert f"results/runs/mosi/comm/seed{seed}/probe.json" in result.stdout
+        assert f"results/runs/mimic/comm/seed{seed}/probe.json" in result.stdout
     assert "comm-repro prepare sarcasm" in result.stdout
+    assert "comm-repro prepare mimic --option stats=all task=7" in result.stdout
 
 
 def test_an_affect_dataset_without_its_raw_file_fails_at_prepare(tmp_path):
@@ -186,6 +189,19 @@ def test_an_affect_dataset_without_its_raw_file_fails_at_prepare(tmp_path):
     assert "https://drive.google.com/uc?id=1_XdzdW8UNG1TTS6QcX10uhoS6N11OBit" in log
     assert f"put it at {tmp_path / 'raw' / 'mosi' / 'mosi_data.pkl'}" in log
     assert "datasets.<name>.source" in log and "Traceback" not in log
+    assert not (workdir / "results/logs/pretrain").exists()
+
+
+def test_mimic_without_its_file_fails_at_prepare_saying_how_to_get_it(tmp_path):
+    workdir = workdir_for(tmp_path / "wd")
+    env = {**ENV, "COMM_REPRO_RAW_DIR": str(tmp_path / "raw")}
+    target = "results/runs/mimic/comm/seed0/probe.json"
+    args = [target, "--cores", "1", "--configfile", "config/paper.yaml"]
+    result = snakemake(workdir, *args, check=False, env=env)
+    assert result.returncode != 0
+    log = next((workdir / "results/logs/prepare/mimic").rglob("*.log")).read_text()
+    assert "PhysioNet" in log and "MultiBench" in log and "Traceback" not in log
+    assert str(tmp_path / "raw" / "mimic" / "im.pk") in log and "datasets.<name>.source" in log
     assert not (workdir / "results/logs/pretrain").exists()
 
 

@@ -208,6 +208,18 @@ def merged(base: Any, *overrides: Any) -> Any:
     return out
 
 
+def merged_encoder(*layers: dict[str, Any] | None) -> dict[str, Any]:
+    """Encoder settings laid over each other as :func:`merged` does, except that a layer naming
+    another encoder replaces everything below it (one encoder's options mean nothing to
+    another: a GRU takes no transformer layers)."""
+    out: dict[str, Any] = {}
+    for layer in layers:
+        layer = layer or {}
+        same = layer.get("name", out.get("name")) == out.get("name")
+        out = merged(out, layer) if same else copy.deepcopy(layer)
+    return out
+
+
 def _modality(m: dict[str, Any], where: str, encoders: dict, augment: dict) -> dict[str, Any]:
     """A declared modality with its encoder and augmentation resolved from the defaults of its
     kind and its own overrides."""
@@ -219,7 +231,7 @@ def _modality(m: dict[str, Any], where: str, encoders: dict, augment: dict) -> d
                 f"dataset's own {section}: section)"
             )
     resolved = {k: v for k, v in m.items() if k not in ("encoder", "augment")}
-    resolved["encoder"] = merged(encoders[kind], m.get("encoder") or {})
+    resolved["encoder"] = merged_encoder(encoders[kind], m.get("encoder"))
     resolved["augment"] = merged(augment[kind], m.get("augment") or {})
     return resolved
 
@@ -244,8 +256,12 @@ def run_config(cfg: dict[str, Any], dataset: str, method: str, seed: int) -> dic
     if method not in methods:
         raise ConfigError(f"methods.{method}: unknown method; configured: {sorted(methods)}")
     ds, me = datasets[dataset] or {}, methods[method] or {}
-    sections = {
-        key: merged(cfg.get(key) or {}, ds.get(key) or {}, me.get(key) or {}) for key in OVERRIDABLE
+    layers = [cfg, ds, me]
+    sections = {key: merged(*(layer.get(key) or {} for layer in layers)) for key in OVERRIDABLE}
+    kinds = dict.fromkeys(kind for layer in layers for kind in layer.get("encoders") or {})
+    sections["encoders"] = {
+        kind: merged_encoder(*((layer.get("encoders") or {}).get(kind) for layer in layers))
+        for kind in kinds
     }
     params = {k: v for k, v in me.items() if k not in OVERRIDABLE}
     kind = params.pop("kind", method)

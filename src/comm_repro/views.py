@@ -3,7 +3,9 @@
 
 Images are augmented modality by modality (``comm_repro.augment``); the sequence modalities of
 a sample are augmented together, as the authors' "drop + noise" decides drop and noise once per
-sample for all of them (``comm_repro.sequence_augment``).
+sample for all of them (``comm_repro.sequence_augment``); a tabular modality (a vector per
+sample) gets its own noise, decided per sample, as the authors' "noise" on MIMIC's static
+features (the same noise applied to the vector as one step).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class Views:
     def __init__(self, modalities: Sequence[dict[str, Any]], shapes: Sequence[Sequence[int]]):
         self.kinds = [m["kind"] for m in modalities]
         self.image: dict[int, Any] = {}
+        self.tabular: dict[int, dict[str, SequenceAugment | None]] = {}
         shared: dict[str, dict] | None = None  # the sequence modalities' augment settings
         for m, (modality, shape) in enumerate(zip(modalities, shapes)):
             aug = modality["augment"]
@@ -42,6 +45,11 @@ class Views:
                         "are augmented together and need the same augment settings"
                     )
                 shared = settings
+            elif modality["kind"] == "tabular":
+                # noise only: a vector has no steps to drop
+                self.tabular[m] = {
+                    view: _sequence_augment({**aug[view], "drop_p": 0.0}) for view in VIEWS
+                }
             else:
                 raise ConfigError(f"modality kind {modality['kind']!r} has no views")
         self.sequence = {view: _sequence_augment(s) for view, s in (shared or {}).items()}
@@ -61,6 +69,9 @@ class Views:
         for m in which:
             if self.kinds[m] == "image":
                 out[m] = getattr(self.image[m], name)(inputs[m])
+            elif self.kinds[m] == "tabular":
+                aug = self.tabular[m][name]
+                out[m] = inputs[m] if aug is None else aug([inputs[m][:, None]], [None])[0][:, 0]
             elif m == sequences[0]:  # all sequence modalities at once, at the first one's turn
                 aug = self.sequence[name]
                 xs = [inputs[s] for s in sequences]

@@ -81,12 +81,17 @@ class AlexNetEncoder(nn.Module):
 def build_encoder(cfg: dict[str, Any], input_shape: Sequence[int]) -> nn.Module:
     """The encoder ``cfg`` names (a modality's resolved ``encoder`` settings) for samples of
     ``input_shape`` (without the batch axis)."""
-    from comm_repro.models.sequence import SequenceEncoder
+    from comm_repro.models.sequence import GRUEncoder, SequenceEncoder
+    from comm_repro.models.tabular import TabularEncoder
 
     name = cfg.get("name")
+    options = {k: v for k, v in cfg.items() if k != "name"}
     if name == "alexnet":
         return AlexNetEncoder()
-    if name == "transformer":
-        options = {k: v for k, v in cfg.items() if k != "name"}
-        return SequenceEncoder(int(input_shape[-1]), **options)
-    raise ConfigError(f"encoder {name!r} is unknown; known: alexnet, transformer")
+    takes_features = {"transformer": SequenceEncoder, "gru": GRUEncoder, "mlp": TabularEncoder}
+    if name in takes_features:
+        try:
+            return takes_features[name](int(input_shape[-1]), **options)
+        except TypeError as err:
+            raise ConfigError(f"encoder {name!r}: {err}") from None
+    raise ConfigError(f"encoder {name!r} is unknown; known: alexnet, {', '.join(takes_features)}")

@@ -1,4 +1,6 @@
-"""The MultiBench sequence encoder: padded (B, T, F) feature sequences -> (B, T, dim) tokens.
+"""The MultiBench sequence encoders: padded (B, T, F) feature sequences -> (B, T, dim) tokens.
+
+The Transformer (the affect datasets') first, then the GRU (MIMIC's time series).
 
 The layers are PyTorch's ``nn.TransformerEncoderLayer`` modules (their parameters, names and
 initialisation), run by our own forward: the same pre-norm computation, written for the CPU. At
@@ -222,3 +224,30 @@ class SequenceEncoder(nn.Module):
         if mask is None:
             return Encoded(h)
         return Encoded(torch.where(mask[..., None], h, torch.zeros((), dtype=h.dtype)), mask)
+
+
+class GRUEncoder(nn.Module):
+    """A one-layer GRU from ``n_features`` to ``dim`` hidden units whose every output step is a
+    token (MultiBench's GRU as CoMM uses it on MIMIC's time series: 12 -> 512, 24 tokens).
+    ``forward(x, mask)`` as :class:`SequenceEncoder`: right-padded (B, T, F) inputs with a (B, T)
+    mask; the GRU runs forward in time, so padded steps after the real ones cannot reach them,
+    and their tokens are zero."""
+
+    def __init__(self, n_features: int, dim: int = 512) -> None:
+        super().__init__()
+        self.n_features, self.dim = int(n_features), int(dim)
+        self.out_channels = self.dim
+        self.gru = nn.GRU(self.n_features, self.dim, batch_first=True)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> Encoded:
+        if x.ndim != 3 or x.shape[-1] != self.n_features:
+            raise ValueError(
+                f"the GRU encoder expects (B, T, {self.n_features}) inputs, got {tuple(x.shape)}"
+            )
+        tokens, _ = self.gru(x)
+        if mask is None:
+            return Encoded(tokens)
+        mask = mask.to(device=x.device, dtype=torch.bool)
+        return Encoded(
+            torch.where(mask[..., None], tokens, torch.zeros((), dtype=tokens.dtype)), mask
+        )

@@ -61,6 +61,23 @@ class SequenceTokens(nn.Module):
         return self.proj(encoded.tokens)
 
 
+class FeatureTokens(nn.Module):
+    """The "feature tokenizer" of tabular inputs (Gorishniy et al., 2021; the authors'
+    FeaturesInputAdapter): channel i of the encoder's vector becomes the token x_i * w_i + b_i,
+    with w_i, b_i learnt (dim,) vectors initialised from N(0, 1) as the authors do: C channels
+    -> C tokens."""
+
+    def __init__(self, in_channels: int, dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(in_channels, dim))
+        self.bias = nn.Parameter(torch.randn(in_channels, dim))
+
+    def forward(self, encoded: Encoded) -> torch.Tensor:
+        x = encoded.tokens.flatten(1)  # (B, C): the vector the tabular encoder returns
+        return x[..., None] * self.weight + self.bias
+
+
 def build_tokenizer(kind: str, in_channels: int, dim: int) -> nn.Module:
     """The latent converter of a modality kind."""
-    return {"image": PatchTokens, "sequence": SequenceTokens}[kind](in_channels, dim)
+    kinds = {"image": PatchTokens, "sequence": SequenceTokens, "tabular": FeatureTokens}
+    return kinds[kind](in_channels, dim)
