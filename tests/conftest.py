@@ -46,6 +46,7 @@ TINY_CONFIG = {
             "ssl_scale": 1.0,
             "temperature": 0.1,
         },
+        "cmc": {"kind": "cmc", "proj_dim": 32, "temperature": 0.1},
     },
     "model": {
         "embed_dim": 32,

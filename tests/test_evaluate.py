@@ -242,3 +242,18 @@ def test_probe_all_refuses_a_task_kind_it_has_no_probe_for():
     ranking = [{"name": "cls", "kind": "ranking", "metric": "mse"}]
     with pytest.raises(ValueError, match="'ranking'"):
         probe_all(_MeanPool(), data, PROBE, ranking, torch.device("cpu"), 0, progress=False)
+
+
+def test_ridge_probe_averages_several_outputs_per_column():
+    """Two outputs on very different scales: the reported r is the mean of the two columns'
+    r, not the r of the pooled values (which the larger column would dominate)."""
+    rng = np.random.default_rng(4)
+    beta = rng.normal(size=6)
+    x, y = _linear_target(rng, 300, beta)
+    test_x, test_y = _linear_target(rng, 200, beta)
+    noisy = rng.normal(size=200)
+    two = np.stack([100 * y, rng.normal(size=300)], axis=1)  # column 2: unpredictable noise
+    two_test = np.stack([100 * test_y, noisy], axis=1)
+    res = ridge_probe(x, two, test_x, two_test, [1e-3, 1.0], holdout=0.4, seed=0)
+    assert 0.3 < res["pearson"] < 0.7  # about (1 + 0) / 2; pooled it would be about 1
+    assert res["r2"] < 0.6  # uniform average over the columns, not variance-weighted

@@ -12,10 +12,11 @@ from conftest import TINY_CONFIG, tiny_run
 
 from comm_repro.config import ConfigError
 from comm_repro.data.paired import Batch
-from comm_repro.methods import CoMM, Cross, CrossSelf, build_method
+from comm_repro.losses import info_nce
+from comm_repro.methods import CMC, CoMM, Cross, CrossSelf, build_method
 
 SIZE = 64
-KINDS = ["comm", "cross", "cross_self"]
+KINDS = ["comm", "cross", "cross_self", "cmc"]
 
 
 def _run(kind, n_modalities=2, **method):
@@ -121,6 +122,44 @@ def test_cross_self_total_is_cross_plus_scaled_self_terms():
     expected = out["loss_cross"] + 0.5 * 0.5 * (out["loss_self0"] + out["loss_self1"])
     assert torch.allclose(out["loss"], expected)
     assert method.eval().features(_batch()).shape == (8, 2 * 256)
+
+
+def test_cmc_is_infonce_over_every_pair_of_modalities_and_concatenates_encoders():
+    method = _build("cmc", n_modalities=3)
+    assert isinstance(method, CMC)
+    batch = _batch(3)
+    torch.manual_seed(3)
+    out = method.loss(batch)
+    torch.manual_seed(3)  # the same weak views again, by hand
+    views = method.views("weak", batch.inputs, batch.masks)
+    z = [method.heads[m](method.encoders[m](v).pooled()) for m, v in enumerate(views)]
+    pairs = [info_nce(z[i], z[j], 0.1)[0] for i, j in ((0, 1), (0, 2), (1, 2))]
+    assert torch.allclose(out["loss"], torch.stack(pairs).mean())
+    assert all(h.bias is None for h in method.heads)
+    assert method.eval().features(_batch(3)).shape == (8, 3 * 256)
+
+
+def test_comm_with_three_modalities_has_four_terms_as_in_eq_7():
+    """n + 1 = 4 terms: L between the full embeddings of the two views, and per modality i
+    the mean of InfoNCE(view-1 embedding with only i, full view 2) and the converse."""
+    method = _build("comm", n_modalities=3, reduce="mean")
+    batch = _batch(3)
+    torch.manual_seed(4)
+    out = method.loss(batch)
+    torch.manual_seed(4)  # the same two views, by hand
+    views = method.views("strong", [torch.cat([x, x]) for x in batch.inputs], [None] * 3)
+    halves = [method._tokens(m, v, None).chunk(2) for m, v in enumerate(views)]
+    (*uni1, full1), (*uni2, full2) = (
+        method.embeddings([h[v] for h in halves], [None] * 3) for v in range(2)
+    )
+    terms = [info_nce(full1, full2, 0.1)[0]] + [
+        0.5 * (info_nce(uni1[i], full2, 0.1)[0] + info_nce(uni2[i], full1, 0.1)[0])
+        for i in range(3)
+    ]
+    names = ["loss_full", "loss_mod0", "loss_mod1", "loss_mod2"]
+    for name, term in zip(names, terms):
+        assert torch.allclose(out[name], term, atol=1e-6), name
+    assert torch.allclose(out["loss"], torch.stack(terms).mean(), atol=1e-6)
 
 
 def test_param_groups_exclude_biases_norms_and_tokens_from_decay():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 import torch.nn.functional as F
 
@@ -34,6 +36,15 @@ def info_nce(
     )
     targets = torch.arange(n, device=z1.device).repeat(2)
     return F.cross_entropy(logits, targets), _top1(logits, targets)
+
+
+def pairwise_info_nce(
+    embeddings: list[torch.Tensor], temperature: float = 0.1
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`info_nce` of every pair of modalities' embeddings (rows aligned), averaged over
+    the C(n, 2) pairs: (loss, top-1 accuracy)."""
+    pairs = [info_nce(a, b, temperature) for a, b in itertools.combinations(embeddings, 2)]
+    return torch.stack([p[0] for p in pairs]).mean(), torch.stack([p[1] for p in pairs]).mean()
 
 
 def clip_loss(

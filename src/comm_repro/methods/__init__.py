@@ -7,11 +7,17 @@ from typing import Any
 
 from comm_repro.config import ConfigError
 from comm_repro.methods.base import Method
+from comm_repro.methods.cmc import CMC
 from comm_repro.methods.comm import CoMM
 from comm_repro.methods.cross import Cross
 from comm_repro.methods.cross_self import CrossSelf
 
-METHODS: dict[str, type[Method]] = {"comm": CoMM, "cross": Cross, "cross_self": CrossSelf}
+METHODS: dict[str, type[Method]] = {
+    "comm": CoMM,
+    "cross": Cross,
+    "cross_self": CrossSelf,
+    "cmc": CMC,
+}
 
 
 def build_method(run_cfg: dict[str, Any], shapes: Sequence[Sequence[int]]) -> Method:
@@ -24,4 +30,4 @@ def build_method(run_cfg: dict[str, Any], shapes: Sequence[Sequence[int]]) -> Me
     return METHODS[kind](cfg, run_cfg["dataset"]["modalities"], shapes)
 
 
-__all__ = ["METHODS", "CoMM", "Cross", "CrossSelf", "Method", "build_method"]
+__all__ = ["CMC", "METHODS", "CoMM", "Cross", "CrossSelf", "Method", "build_method"]

@@ -80,3 +80,14 @@ class Method(nn.Module):
             {"params": decay, "weight_decay": weight_decay},
             {"params": no_decay, "weight_decay": 0.0},
         ]
+
+
+class PooledFeatures(Method):
+    """A method whose probe features are the concatenated pooled encoder outputs (sequence
+    tokens pooled by their mean over the real steps, feature maps over their locations)."""
+
+    def encode(self, m, x, mask=None):
+        return self.encoders[m](self.views.plain(m, x), mask).pooled(), None
+
+    def fuse(self, encoded):
+        return torch.cat([z for z, _ in encoded], dim=1)

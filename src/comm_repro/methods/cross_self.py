@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import itertools
-
 import torch
 from torch import nn
 
-from comm_repro.losses import info_nce
-from comm_repro.methods.base import Method
+from comm_repro.losses import info_nce, pairwise_info_nce
+from comm_repro.methods.base import PooledFeatures
 from comm_repro.models import mlp_head
 
 
-class CrossSelf(Method):
+class CrossSelf(PooledFeatures):
     """Per-modality MLP heads on pooled encoder features. Loss = InfoNCE across modalities on the
     weak views + ssl_scale x mean over modalities of InfoNCE between two strong views of the same
     modality. Probe features: the concatenated pooled encoder features (sequence tokens pooled by
@@ -32,10 +30,8 @@ class CrossSelf(Method):
         tau, masks = self.temperature, batch.masks
         views = self.views("weak", batch.inputs, masks)
         weak = [self._project(m, v, k) for m, (v, k) in enumerate(zip(views, masks))]
-        cross = [
-            info_nce(weak[i], weak[j], tau) for i, j in itertools.combinations(range(len(weak)), 2)
-        ]
-        out = {"loss_cross": torch.stack([c[0] for c in cross]).mean()}
+        loss_cross, acc = pairwise_info_nce(weak, tau)
+        out = {"loss_cross": loss_cross}
         for m in range(self.n_modalities):
             a, b = (self.views("strong", batch.inputs, masks, [m])[0] for _ in range(2))
             out[f"loss_self{m}"], _ = info_nce(
@@ -43,11 +39,5 @@ class CrossSelf(Method):
             )
         selfs = torch.stack([out[f"loss_self{m}"] for m in range(self.n_modalities)]).mean()
         out["loss"] = out["loss_cross"] + self.ssl_scale * selfs
-        out["ssl_acc"] = torch.stack([c[1] for c in cross]).mean()
+        out["ssl_acc"] = acc
         return out
-
-    def encode(self, m, x, mask=None):
-        return self.encoders[m](self.views.plain(m, x), mask).pooled(), None
-
-    def fuse(self, encoded):
-        return torch.cat([z for z, _ in encoded], dim=1)
