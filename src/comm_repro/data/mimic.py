@@ -46,8 +46,9 @@ STEPS, SERIES_FEATURES, STATIC_FEATURES, ICD9_GROUPS = 24, 12, 5, 20
 SHUFFLE_SEED = 10
 DEFAULT_TASK = 7  # ICD-9 460-519 (respiratory system)
 STATS = ("all", "train")
-MODALITIES = ("tabular", "timeseries")
-ARRAYS = ("tabular", "timeseries", "label", "icd9", "mortality")
+MODALITIES = {"tabular": "tabular", "timeseries": "sequence"}  # name -> modality kind
+LABELS = ("label", "icd9", "mortality")
+ARRAYS = (*MODALITIES, *LABELS)
 ACCESS = (
     "MIMIC-III needs credentialed access on PhysioNet (https://mimic.mit.edu/iv/access/); once "
     "granted, ask the MultiBench maintainers for their preprocessed im.pk (contact in "

@@ -69,6 +69,21 @@ def declared(dataset: dict[str, Any], known: dict[str, str], what: str = "modali
             raise ConfigError(f"{where}: {key!r} is a {known[key]} modality, not {item['kind']}")
 
 
+def on_own_splits(name: str, probe: dict[str, Any], part) -> ProbeData:
+    """Probe data on a dataset's own train / valid / test splits (C chosen on valid, test
+    scored); ``part(split)`` gives the split's bank and its labels per task. The splits are the
+    authors', so ``probe.max_train_samples`` may not cut the training split."""
+    parts = {split: part(split) for split in ("train", "valid", "test")}
+    limit = probe.get("max_train_samples")
+    if limit is not None and limit < len(parts["train"][0]):
+        raise ConfigError(
+            f"probe.max_train_samples does not apply to {name} (its splits are the authors'); "
+            "remove it"
+        )
+    (train, train_labels), (valid, valid_labels), (test, test_labels) = parts.values()
+    return ProbeData(train, test, train_labels, test_labels, valid, valid_labels)
+
+
 # ---------------------------------------------------------------------------------------------
 # Trifeature (generated)
 
@@ -212,22 +227,7 @@ class AffectFamily:
         return self._bank(data_dir, "train", dataset, with_labels=True)[0]
 
     def probe_data(self, data_dir, dataset, probe):
-        parts = {s: self._bank(data_dir, s, dataset) for s in ("train", "valid", "test")}
-        limit = probe.get("max_train_samples")
-        train, train_labels = parts["train"]
-        if limit is not None and limit < len(train):
-            raise ConfigError(
-                f"probe.max_train_samples does not apply to {self.corpus} (its "
-                "splits are the authors'); remove it"
-            )
-        return ProbeData(
-            train,
-            parts["test"][0],
-            train_labels,
-            parts["test"][1],
-            parts["valid"][0],
-            parts["valid"][1],
-        )
+        return on_own_splits(self.corpus, probe, lambda split: self._bank(data_dir, split, dataset))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -266,11 +266,11 @@ class MimicFamily:
     def _bank(data_dir, split, dataset, with_labels=False):
         from comm_repro.data import mimic
 
-        declared(dataset, {"tabular": "tabular", "timeseries": "sequence"})
-        declared(dataset, {k: None for k in ("label", "icd9", "mortality")}, "tasks")
+        declared(dataset, mimic.MODALITIES)
+        declared(dataset, dict.fromkeys(mimic.LABELS), "tasks")
         loaded = mimic.load_split(data_dir, split)
         labels = {t["name"]: loaded[t["labels"]] for t in dataset["tasks"]}
-        every = {k: loaded[k] for k in ("label", "icd9", "mortality")}
+        every = {k: loaded[k] for k in mimic.LABELS}
         bank = PairedBank.aligned(
             [loaded[m["name"]] for m in dataset["modalities"]], None, every if with_labels else None
         )
@@ -280,20 +280,7 @@ class MimicFamily:
         return self._bank(data_dir, "train", dataset, with_labels=True)[0]
 
     def probe_data(self, data_dir, dataset, probe):
-        if probe.get("max_train_samples") is not None:
-            raise ConfigError(
-                "probe.max_train_samples does not apply to mimic (its splits are the "
-                "authors'); remove it"
-            )
-        parts = {s: self._bank(data_dir, s, dataset) for s in ("train", "valid", "test")}
-        return ProbeData(
-            parts["train"][0],
-            parts["test"][0],
-            parts["train"][1],
-            parts["test"][1],
-            parts["valid"][0],
-            parts["valid"][1],
-        )
+        return on_own_splits("mimic", probe, lambda split: self._bank(data_dir, split, dataset))
 
 
 FAMILIES: dict[str, Family] = {

@@ -7,12 +7,11 @@ initialisation), run by our own forward: the same pre-norm computation, written 
 the paper's MOSI size (d 40, feed-forward 2048) PyTorch's layer spends most of a training step
 outside the matrix products: drawing dropout masks with ``bernoulli_`` (about 7 ns per element on
 a 2-core AVX-512 CPU) and streaming the (tokens x 2048) feed-forward activations through memory
-five times per pass.
-Here the dropout masks come from 16 random bits per element drawn 64 at a time, and the
-feed-forward runs in blocks of rows that stay in the CPU cache, forward and backward, with ReLU
-and dropout applied in place; only the rows of real steps go through it. The arithmetic is the
-same layer's, with each dropout probability rounded to a multiple of 2**-16
-(``benchmarks/bench_mosi_step.py`` measures the effect).
+five times per pass. Here the dropout masks come from 16 random bits per element drawn 64 at a
+time, and the feed-forward runs in blocks of rows that stay in the CPU cache, forward and
+backward, with ReLU and dropout applied in place; only the rows of real steps go through it.
+The arithmetic is the same layer's, with each dropout probability rounded to a multiple of
+2**-16 (``benchmarks/bench_mosi_step.py`` measures the effect).
 """
 
 from __future__ import annotations
@@ -152,8 +151,17 @@ def encoder_layer(
     if rows is None:
         ff = feed_forward(layer, layer.norm2(x).reshape(-1, x.shape[-1])).view(x.shape)
         return x + dropout(ff, layer.dropout2.p, layer.training)
-    ff = feed_forward(layer, layer.norm2(x[rows]))
-    return x.index_put((rows,), x[rows] + dropout(ff, layer.dropout2.p, layer.training))
+    real = x[rows]
+    ff = feed_forward(layer, layer.norm2(real))
+    return x.index_put((rows,), real + dropout(ff, layer.dropout2.p, layer.training))
+
+
+def _padding_zeroed(tokens: torch.Tensor, mask: torch.Tensor | None) -> Encoded:
+    """The tokens with their padded steps (mask False) set to zero, and the mask."""
+    if mask is None:
+        return Encoded(tokens)
+    zero = torch.zeros((), dtype=tokens.dtype, device=tokens.device)
+    return Encoded(torch.where(mask[..., None], tokens, zero), mask)
 
 
 class SequenceEncoder(nn.Module):
@@ -221,9 +229,7 @@ class SequenceEncoder(nn.Module):
         h = self.proj(x.transpose(1, 2)).transpose(1, 2)
         for layer in self.transformer.layers:
             h = encoder_layer(layer, h, ignore, rows)
-        if mask is None:
-            return Encoded(h)
-        return Encoded(torch.where(mask[..., None], h, torch.zeros((), dtype=h.dtype)), mask)
+        return _padding_zeroed(h, mask)
 
 
 class GRUEncoder(nn.Module):
@@ -245,9 +251,6 @@ class GRUEncoder(nn.Module):
                 f"the GRU encoder expects (B, T, {self.n_features}) inputs, got {tuple(x.shape)}"
             )
         tokens, _ = self.gru(x)
-        if mask is None:
-            return Encoded(tokens)
-        mask = mask.to(device=x.device, dtype=torch.bool)
-        return Encoded(
-            torch.where(mask[..., None], tokens, torch.zeros((), dtype=tokens.dtype)), mask
-        )
+        if mask is not None:
+            mask = mask.to(device=x.device, dtype=torch.bool)
+        return _padding_zeroed(tokens, mask)
