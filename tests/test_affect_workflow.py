@@ -1,6 +1,6 @@
-"""The workflow on the MultiBench datasets: fixture pickles of MOSI, UR-FUNNY, MUsTARD and MIMIC
-in the authors' formats, through prepare, pretraining, probes, Table 1 (affect and MIMIC
-columns) and the affect report."""
+"""The workflow on the MultiBench datasets: fixture files of MOSI, UR-FUNNY, MUsTARD, MIMIC and
+Vision&Touch in the authors' formats, through prepare, pretraining, probes, Table 1 (all five
+columns, and its affect columns alone), Table 3 (two and three modalities) and their reports."""
 
 from __future__ import annotations
 
@@ -12,17 +12,22 @@ import yaml
 from test_mimic import mimic_data
 from test_multibench import affect_data, write_pickle
 from test_workflow import REPO, TINY, load, snakemake, workdir_for, write_config
+from vt_fixture import write_vision_touch_fixture
 
 SIZES = {"train": 40, "valid": 16, "test": 16}
 MIMIC_SAMPLES = 100  # valid 10, test 10, train 80
-# Two methods keep the test short; Cross+Self's sequence path is tested in test_methods.py.
-METHODS = ("cross", "comm")
+VT_FILES = 5  # the fewest the authors' split takes: train 4 files (196 samples), test 1 (49)
+# CoMM alone (and CMC for Table 3's three-modality row) keeps the test short: every job start
+# costs seconds; the baselines' paths on these modalities are tested in test_methods.py.
+METHODS = ("comm",)
+VISION_TOUCH = ("vision_touch", "vision_touch_contact", "vision_touch_tri")
 CORPORA = {"mosi": "mosi_data.pkl", "humor": "humor.pkl", "sarcasm": "sarcasm.pkl"}
 
 
 def affect_study(raw_dir) -> dict:
-    """The tiny study (Trifeature datasets replaced by the three affect datasets, read from
-    their fixture files by datasets.<name>.source), with Table 1 as its one experiment."""
+    """The tiny study (Trifeature datasets replaced by the MultiBench datasets, read from their
+    fixture files by datasets.<name>.source), with Table 1 (whole, and its affect part) and
+    Table 3 as its experiments."""
     cfg = load(TINY)
     paper = load(REPO / "config/paper.yaml")
     cfg["datasets"] = {}
@@ -41,22 +46,41 @@ def affect_study(raw_dir) -> dict:
     cfg["datasets"]["mimic"]["model"] = {"embed_dim": 16}
     for section in ("encoders", "augment"):
         cfg[section]["tabular"] = paper[section]["tabular"]
+    # UR-FUNNY with its audio, and Vision&Touch: the paper's datasets with narrow widths
+    cfg["datasets"]["humor_tri"] = {
+        **cfg["datasets"]["humor"],
+        "modalities": paper["datasets"]["humor_tri"]["modalities"],
+    }
+    write_vision_touch_fixture(raw_dir / "triangle_real_data", n_files=VT_FILES)
+    for name in VISION_TOUCH:
+        dataset = {**paper["datasets"][name], "source": str(raw_dir / "triangle_real_data")}
+        for modality in dataset["modalities"]:
+            if modality["name"] != "image":
+                modality["encoder"] = {**modality["encoder"], "dim": 16}
+            else:  # a third of the ResNet-18's work at 128 px (tested in test_methods.py)
+                modality["encoder"] = {"name": "alexnet"}
+        cfg["datasets"][name] = {**dataset, "model": {"embed_dim": 16}}
     cfg["train"].update(epochs=1, batch_size=8)
+    cfg["methods"]["cmc"] = {"kind": "cmc", "proj_dim": 16, "temperature": 0.1}
     cfg["experiments"] = {
-        "table1_affect": {
-            "table": "table1_affect",
-            "methods": list(METHODS),
-            "seeds": [0],
-            "report": "multibench",
-        },
-        "table1_mimic": {"table": "table1_mimic", "methods": list(METHODS), "seeds": [0]},
+        name: {"table": table, "methods": methods, "seeds": [0], "report": "multibench"}
+        for name, table, methods in (
+            ("table1", "table1", list(METHODS)),
+            ("table3", "table3", [*METHODS, "cmc"]),
+        )
+    }
+    cfg["experiments"]["table1_affect"] = {  # no report of its own: the others test that
+        "table": "table1",
+        "columns": ["MOSI", "UR-FUNNY", "MUsTARD"],
+        "methods": list(METHODS),
+        "seeds": [0],
     }
     return cfg
 
 
 # one tiny end-to-end run of its dataset family: in the quick suite (not slow)
 @pytest.mark.filterwarnings("ignore")
-def test_multibench_study_produces_table1_and_its_report(tmp_path):
+def test_multibench_study_produces_table1_table3_and_their_reports(tmp_path):
     raw = tmp_path / "raw"
     raw.mkdir()
     config = write_config(tmp_path, affect_study(raw), "affect.yaml")
@@ -78,23 +102,55 @@ def test_multibench_study_produces_table1_and_its_report(tmp_path):
             run = json.loads((results / "runs" / name / method / "seed0" / "run.json").read_text())
             assert run["model"]["embed_dim"] == 16 and run["train"]["lr"] == 1.0e-3
             assert [m["name"] for m in run["dataset"]["modalities"]] == ["vision", "text"]
-    table = (results / "tables" / "table1_affect.md").read_text()
-    for label in ("Cross", "CoMM", "MOSI", "UR-FUNNY", "MUsTARD", "paper 67.5"):
-        assert label in table
+    affect = (results / "tables" / "table1_affect.md").read_text()
+    for label in ("CoMM", "MOSI", "UR-FUNNY", "MUsTARD", "paper 67.5"):
+        assert label in affect
+    assert "MIMIC" not in affect.splitlines()[0]
     assert (results / "figures" / "table1_affect.png").stat().st_size > 0
-    html = (results / "reports" / "table1_affect.html").read_text()
-    assert "data:image/png;base64" in html
+    for name in ("table1", "table3"):
+        assert (results / "figures" / f"{name}.png").stat().st_size > 0
+        html = (results / "reports" / f"{name}.html").read_text()
+        assert "data:image/png;base64" in html
     index = (results / "reports" / "index.html").read_text()
-    assert "table1_affect.html" in index and "Reproduction scorecard" in index
+    assert "table3.html" in index and "Reproduction scorecard" in index
+    assert "table1_affect" in index  # in the scorecard
     for method in METHODS:
         run_dir = next((results / "runs" / "mimic").glob(f"{method}/seed0"))
         icd9 = json.loads((run_dir / "probe.json").read_text())["tasks"]["icd9_7"]
         assert icd9["C_chosen_on"] == "valid" and 0.0 <= icd9["balanced_accuracy"] <= 1.0
         modalities = json.loads((run_dir / "run.json").read_text())["dataset"]["modalities"]
         assert [m["encoder"]["name"] for m in modalities] == ["mlp", "gru"]
-    mimic_table = (results / "tables" / "table1_mimic.md").read_text()
-    assert "MIMIC" in mimic_table and "paper 66.4" in mimic_table
-    assert "table1_mimic" in index
+    # Vision&Touch: one prepared copy for its three datasets, valid = test (the authors')
+    manifest = json.loads((results / "data" / "vision_touch" / "manifest.json").read_text())
+    assert [manifest["splits"][s]["count"] for s in ("train", "test")] == [4 * 49, 49]
+    for name, methods, task in (
+        ("vision_touch", METHODS, "ee_yaw"),
+        ("vision_touch_contact", METHODS, "contact"),
+        ("vision_touch_tri", ("cmc", "comm"), "contact"),
+    ):
+        for method in methods:
+            run_dir = results / "runs" / name / method / "seed0"
+            probe = json.loads((run_dir / "probe.json").read_text())
+            assert probe["n_train"] == 196 and probe["n_valid"] == probe["n_test"] == 49
+            scores = probe["tasks"][task]
+            if task == "ee_yaw":  # ridge probe: MSE, R² and r of the 4 outputs
+                assert scores["alpha_chosen_on"] == "valid" and scores["mse"] > 0
+                assert {"r2", "pearson"} <= set(scores)
+            else:
+                assert 0.0 <= scores["balanced_accuracy"] <= 1.0
+            run = json.loads((run_dir / "run.json").read_text())
+            encoders = [m["encoder"]["name"] for m in run["dataset"]["modalities"]]
+            assert encoders[0] == "alexnet" and len(encoders) == (3 if "tri" in name else 2)
+    log = (results / "runs" / "vision_touch_tri" / "comm" / "seed0" / "train_log.csv").read_text()
+    assert "loss" in log.splitlines()[0]
+    table1 = (results / "tables" / "table1.md").read_text()
+    assert table1.splitlines()[0].startswith("| Method | V&T EE ↓ | MIMIC | MOSI |")
+    assert "paper 4.5" in table1 and "paper 66.4" in table1  # V&T EE x 1e-4, MIMIC
+    table3 = (results / "tables" / "table3.md").read_text()
+    lines = [line for line in table3.splitlines()[2:] if line.startswith("|")]
+    rows = [line.split(" | ")[0].strip("| ") for line in lines]
+    assert rows == ["CoMM (2 modalities)", "CoMM (3 modalities)", "CMC (3 modalities)"]
+    assert "paper 94.2" in table3 and "row CoMM (3 modalities)" in table3
     settings = yaml.safe_load(
         (results / "runs" / "mosi" / "comm" / "seed0" / "settings.yaml").read_text()
     )

@@ -16,6 +16,8 @@ from comm_repro.provenance import cpu_info
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_STEP = ROOT / "benchmarks" / "bench_train_step.py"
 MOSI_STEP = ROOT / "benchmarks" / "bench_mosi_step.py"
+MULTIBENCH_STEP = ROOT / "benchmarks" / "bench_multibench_step.py"
+VT_PREPARE = ROOT / "benchmarks" / "bench_vt_prepare.py"
 TINY = ["--resolution", "64", "--batch-size", "8", "--steps", "1", "--precisions", "fp32"]
 MOSI_TINY = ["--batch-size", "8", "--steps", "1", "--precisions", "fp32"]
 # each benchmark with the authors' code: its tiny arguments, and their files it imports
@@ -78,6 +80,34 @@ def test_mosi_step_names_the_machine_projects_the_wall_time_and_prints_no_ratio(
     # 1,284 samples // 8 = 160 steps per epoch, 100 epochs, 5 seeds
     assert hours == pytest.approx(seconds * 160 * 100 * 5 / 3600, rel=0.02, abs=0.006)
     assert not RATIO.search(out), out
+
+
+def test_multibench_step_projects_each_datasets_wall_time():
+    args = ["--datasets", "vision_touch", "mimic", "--batch-size", "4", "--steps", "1"]
+    done = run_bench(*args, "--precisions", "fp32", script=MULTIBENCH_STEP, timeout=300)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    _assert_names_the_machine(out)
+    assert "vision_touch: image (resnet18) + force (causal_conv), embedding 128, batch 4" in out
+    assert "mimic: tabular (mlp) + timeseries (gru), embedding 512, batch 4" in out
+    found = re.findall(r"fp32: (\d+\.\d+) s per step .*: (\d+\.\d+) h", out)
+    # steps per epoch at batch 4: 117,600 // 4 (V&T), 26,093 // 4 (MIMIC); 100 epochs, 5 seeds
+    for (seconds, hours), steps in zip(found, (117_600 // 4, 26_093 // 4), strict=True):
+        assert float(hours) == pytest.approx(
+            float(seconds) * steps * 500 / 3600, rel=0.05, abs=0.06
+        )
+    assert not RATIO.search(out), out
+
+
+def test_vt_prepare_reports_peak_memory_at_two_sizes():
+    done = run_bench("--files", "5", "6", script=VT_PREPARE, timeout=300)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    _assert_names_the_machine(out)
+    for n in (5, 6):
+        assert re.search(rf"^{n} files \({n * 49} samples.*prepare \d+\.\d+ s", out, re.M)
+    assert re.search(r"peak RSS \d+ MiB at 5 files, \d+ MiB at 6 files", out)
+    assert "extrapolated to 3000 files (147,000 samples)" in out
 
 
 @pytest.mark.parametrize("bench", AUTHORS_BENCHES)

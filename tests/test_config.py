@@ -26,6 +26,7 @@ from comm_repro.config import (
     data_id,
     experiment_runs,
     load_yaml,
+    modality_tokens,
     pretrain_settings,
     run_config,
     schema,
@@ -398,6 +399,45 @@ def test_experiment_runs_are_the_specs_datasets_by_methods_by_seeds(tmp_path, mo
     assert study_runs({k: v for k, v in cfg.items() if k != "experiments"}) == []
 
 
+def test_rows_with_their_own_datasets_and_chosen_columns_decide_the_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    spec = {
+        "columns": [
+            {"name": "A", "dataset": "a", "task": "t"},
+            {"name": "B", "dataset": "b", "task": "t"},
+        ],
+        "rows": [
+            {"method": "two", "label": "two"},
+            {"method": "three", "label": "three", "datasets": {"B": "b3"}},
+            {"method": "two", "label": "two on b3", "datasets": {"B": "b3"}},
+        ],
+    }
+    path = tmp_path / "config" / "tables" / "t.yaml"
+    path.parent.mkdir(parents=True)
+    path.write_text(yaml.safe_dump(spec))
+    cfg = {
+        "experiments": {
+            "all": {"table": "t", "methods": ["two", "three", "plain"], "seeds": [0]},
+            "only_b": {"table": "t", "methods": ["three"], "columns": ["B"], "seeds": [0, 1]},
+            "wrong": {"table": "t", "methods": ["two"], "columns": ["C"], "seeds": [0]},
+        }
+    }
+    # a method's rows in the spec's order, the columns' datasets unless a row names its own;
+    # a method without a row reads the columns' datasets
+    assert [(d, m) for d, m, _ in experiment_runs(cfg, "all")] == [
+        ("a", "two"),
+        ("a", "three"),
+        ("a", "plain"),
+        ("b", "two"),
+        ("b", "plain"),
+        ("b3", "two"),
+        ("b3", "three"),
+    ]
+    assert experiment_runs(cfg, "only_b") == [("b3", "three", 0), ("b3", "three", 1)]
+    with pytest.raises(ConfigError, match=r"columns \['C'\] are not in the table spec"):
+        experiment_runs(cfg, "wrong")
+
+
 def test_the_default_study_runs_fig4_on_both_trifeature_datasets(monkeypatch):
     monkeypatch.chdir(REPO)
     cfg = load(REPO / "config" / "config.yaml")
@@ -571,3 +611,78 @@ def test_an_encoder_naming_another_encoder_does_not_inherit_the_defaults_options
     cfg["methods"]["comm"]["encoders"] = {"sequence": {"name": "gru", "dim": 8}}
     mosi = run_config(cfg, "mosi", "comm", 0)["dataset"]["modalities"][0]["encoder"]
     assert mosi == {"name": "gru", "dim": 8}
+
+
+def _vt_dataset(*modalities) -> dict:
+    return {
+        "family": "pkg.vt:Family",
+        "modalities": list(modalities),
+        "tasks": [{"name": "contact", "kind": "binary"}],
+    }
+
+
+VT_TABULAR = {"tabular": {"name": "mlp"}}
+VT_AUGMENT = {"tabular": {"strong": {"noise_p": 0.5, "noise_std": 0.1}, "weak": {}}}
+
+
+def _with_vt(*modalities) -> dict:
+    cfg = copy.deepcopy(TINY_CONFIG)
+    cfg["datasets"]["vt"] = _vt_dataset(*modalities)
+    cfg["encoders"].update(VT_TABULAR)
+    cfg["augment"].update(VT_AUGMENT)
+    return cfg
+
+
+def test_tokens_default_by_kind_and_stay_out_of_the_settings_unless_set():
+    image = {"name": "image", "kind": "image", "encoder": {"name": "resnet18"}}
+    force = {"name": "force", "kind": "sequence", "encoder": {"name": "causal_conv", "dim": 128}}
+    proprio = {"name": "proprio", "kind": "tabular", "encoder": {"name": "proprio", "dim": 512}}
+    cfg = _with_vt(image, {**force, "tokens": "feature"}, {**proprio, "tokens": "step"})
+    check_study(cfg)
+    resolved = run_config(cfg, "vt", "comm", 0)["dataset"]["modalities"]
+    assert [modality_tokens(m) for m in resolved] == ["patch", "feature", "step"]
+    assert resolved[1]["encoder"] == {"name": "causal_conv", "dim": 128}  # not the transformer's
+    # unset: each kind's default, and no key in the run's settings (those of existing runs
+    # stay as they were)
+    cfg = _with_vt(image, force, proprio)
+    resolved = run_config(cfg, "vt", "comm", 0)["dataset"]["modalities"]
+    assert [modality_tokens(m) for m in resolved] == ["patch", "step", "feature"]
+    assert all("tokens" not in m for m in resolved)
+    for path in ("config/config.yaml", "config/paper.yaml"):
+        study = load_yaml(REPO / path)
+        for dataset in ("trifeatures", "mimic", "mosi"):
+            if dataset in study["datasets"]:
+                for m in run_config(study, dataset, "comm", 0)["dataset"]["modalities"]:
+                    assert "tokens" not in m
+
+
+@pytest.mark.parametrize(
+    "modality, named",
+    [
+        (
+            {"name": "f", "kind": "sequence", "tokens": "patch"},
+            r"datasets\.vt\.modalities\[1\]\.tokens: 'patch' is not one of \['step', 'feature'\]",
+        ),
+        (
+            {"name": "f", "kind": "sequence", "tokens": "grid"},
+            r"datasets\.vt\.modalities\[1\]\.tokens: 'grid' is not one of",
+        ),
+        (
+            {"name": "f", "kind": "sequence", "encoder": {"name": "causal_conv", "layers": 5}},
+            r"datasets\.vt\.modalities\[1\]\.encoder",
+        ),
+        (
+            {"name": "p", "kind": "tabular", "encoder": {"name": "proprio", "hidden": 5}},
+            r"datasets\.vt\.modalities\[1\]\.encoder",
+        ),
+        (
+            {"name": "p", "kind": "tabular", "encoder": {"name": "causal_conv"}},
+            r"datasets\.vt\.modalities\[1\]\.encoder\.name: 'causal_conv' is not one of",
+        ),
+    ],
+)
+def test_the_schema_names_a_bad_tokens_or_vision_and_touch_encoder(modality, named):
+    cfg = _with_vt({"name": "image", "kind": "image", "encoder": {"name": "resnet18"}}, modality)
+    with pytest.raises(ConfigError) as err:
+        check_study(cfg)
+    assert re.match(named, str(err.value)), str(err.value)

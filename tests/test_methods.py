@@ -384,3 +384,111 @@ def test_comm_takes_an_image_and_a_sequence_modality():
     method.eval()
     with torch.no_grad():
         assert method.features(batch).shape == (8, TINY_CONFIG["model"]["embed_dim"])
+
+
+# Vision&Touch (datasets.md 3): a 128 px image (ResNet-18), 32 x 6 force readings (causal conv)
+# and the 8 proprio values, with their per-modality tokens
+VT_IMAGE = {"name": "image", "kind": "image", "encoder": {"name": "resnet18"}}
+VT_FORCE = {
+    "name": "force",
+    "kind": "sequence",
+    "encoder": {"name": "causal_conv", "dim": 128},
+    "tokens": "feature",
+}
+VT_FORCE_TRI = {**VT_FORCE, "encoder": {"name": "causal_conv", "dim": 512}, "tokens": "step"}
+VT_PROPRIO = {
+    "name": "proprio",
+    "kind": "tabular",
+    "encoder": {"name": "proprio", "dim": 512},
+    "tokens": "step",
+}
+VT_SHAPES = {"image": (128, 128, 3), "force": (32, 6), "proprio": (8,)}
+NOISE = {"noise_p": 0.5, "noise_std": 0.1}
+
+
+def _vt_method(kind, modalities, embed_dim=512):
+    datasets = {
+        "vt": {
+            "family": "pkg.vt:Family",
+            "modalities": copy.deepcopy(modalities),
+            "tasks": [{"name": "ee_yaw_next", "kind": "regression"}],
+        }
+    }
+    encoders = {**copy.deepcopy(TINY_CONFIG["encoders"]), "tabular": {"name": "mlp"}}
+    augment = {**copy.deepcopy(TINY_CONFIG["augment"]), "tabular": {"strong": NOISE, "weak": {}}}
+    model = {**TINY_CONFIG["model"], "embed_dim": embed_dim, "heads": 8}
+    run = tiny_run("vt", kind, datasets=datasets, encoders=encoders, augment=augment, model=model)
+    return build_method(run, [VT_SHAPES[m["name"]] for m in modalities])
+
+
+def _vt_batch(modalities, b=4, seed=0) -> Batch:
+    g = torch.Generator().manual_seed(seed)
+    inputs = []
+    for m in modalities:
+        shape = (b, *VT_SHAPES[m["name"]])
+        if m["kind"] == "image":
+            inputs.append(torch.randint(0, 256, shape, dtype=torch.uint8, generator=g))
+        else:
+            inputs.append(torch.randn(shape, generator=g).tanh())
+    return Batch(inputs, [None] * len(modalities))
+
+
+def _finite_loss_and_gradients(method, batch):
+    torch.manual_seed(0)
+    out = method.loss(batch)
+    assert torch.isfinite(out["loss"])
+    out["loss"].backward()
+    grads = [p.grad for p in method.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    return out
+
+
+def test_vision_and_touch_trimodal_comm_tokens_loss_and_backward():
+    modalities = [VT_IMAGE, VT_FORCE_TRI, VT_PROPRIO]
+    method = _vt_method("comm", modalities, embed_dim=512)
+    batch = _vt_batch(modalities)
+    views = method.views("strong", batch.inputs, batch.masks)
+    tokens = [method._tokens(m, v, None) for m, v in enumerate(views)]
+    # 16 patch tokens; the force and the proprio vectors one token each, as they are (512)
+    assert [tuple(t.shape) for t in tokens] == [(4, 16, 512), (4, 1, 512), (4, 1, 512)]
+    assert [type(t).__name__ for t in method.tokenizers] == [
+        "PatchTokens",
+        "SequenceTokens",
+        "SequenceTokens",
+    ]
+    assert isinstance(method.tokenizers[2].proj, torch.nn.Identity)
+    out = _finite_loss_and_gradients(method, batch)
+    assert {"loss_full", "loss_mod0", "loss_mod1", "loss_mod2"} <= set(out)
+    method.eval()
+    with torch.no_grad():
+        assert method.features(batch).shape == (4, 512)
+
+
+def test_vision_and_touch_end_effector_comm_has_128_force_feature_tokens():
+    modalities = [VT_IMAGE, VT_FORCE]
+    method = _vt_method("comm", modalities, embed_dim=128)
+    batch = _vt_batch(modalities)
+    tokens = [method._tokens(m, method.views.plain(m, x), None) for m, x in enumerate(batch.inputs)]
+    assert [tuple(t.shape) for t in tokens] == [(4, 16, 128), (4, 128, 128)]
+    assert method.tokenizers[1].weight.shape == (128, 128)  # the feature tokenizer
+    _finite_loss_and_gradients(method, batch)
+    # without `tokens` a sequence modality takes the step tokens: one token
+    default = _vt_method("comm", [VT_IMAGE, {k: v for k, v in VT_FORCE.items() if k != "tokens"}])
+    assert type(default.tokenizers[1]).__name__ == "SequenceTokens"
+
+
+@pytest.mark.parametrize("kind", ["cross", "cross_self", "cmc"])
+def test_vision_and_touch_baselines_run_on_pooled_features(kind):
+    modalities = [VT_IMAGE, VT_FORCE_TRI, VT_PROPRIO]
+    method = _vt_method(kind, modalities)
+    batch = _vt_batch(modalities)
+    _finite_loss_and_gradients(method, batch)
+    method.eval()
+    with torch.no_grad():
+        features = method.features(batch)
+    if kind == "cross":
+        assert features.shape == (4, 3 * TINY_CONFIG["methods"]["cross"]["proj_dim"])
+    else:  # pooled encoder outputs: the image map's mean over its 16 locations, the vectors
+        assert features.shape == (4, 512 + 512 + 512)
+        image = method.encoders[0](method.views.plain(0, batch.inputs[0]))
+        assert torch.allclose(features[:, :512], image.tokens.mean(1), atol=1e-6)

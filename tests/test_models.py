@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torchvision.models import alexnet
+from torchvision.models import alexnet, resnet18
 
 from comm_repro.config import ConfigError
 from comm_repro.models import (
     AlexNetEncoder,
+    CausalConv1d,
+    CausalConvEncoder,
     Encoded,
     FusionTransformer,
     GRUEncoder,
     PatchTokens,
+    ProprioEncoder,
+    ResNet18Encoder,
     SequenceEncoder,
     SequenceTokens,
     TabularEncoder,
@@ -22,6 +26,7 @@ from comm_repro.models import (
     sequence,
     sincos_2d,
 )
+from comm_repro.models.encoders import ConvTrunk
 
 
 @pytest.mark.parametrize(("size", "side"), [(224, 6), (128, 3), (64, 1)])
@@ -126,8 +131,10 @@ def test_sequence_tokens_pass_through_at_the_fusion_width_else_project():
     wider = SequenceTokens(16, 32)
     assert isinstance(wider.proj, torch.nn.Linear) and wider(Encoded(x)).shape == (2, 5, 32)
     assert not any("pos" in n for n, _ in wider.named_parameters())  # no positions
-    assert isinstance(build_tokenizer("image", 256, 32), PatchTokens)
-    assert isinstance(build_tokenizer("sequence", 40, 32), SequenceTokens)
+    assert isinstance(build_tokenizer("patch", 256, 32), PatchTokens)
+    assert isinstance(build_tokenizer("step", 40, 32), SequenceTokens)
+    with pytest.raises(ValueError, match="tokens must be one of"):
+        build_tokenizer("sequence", 40, 32)  # a kind is not a tokenizer
 
 
 @pytest.mark.parametrize("n", [2, 3])
@@ -404,9 +411,9 @@ def test_tabular_encoder_is_multibenchs_two_layer_perceptron():
     expected = enc.fc2(torch.relu(enc.fc(x)))
     assert out.tokens.shape == (4, 1, 10) and torch.equal(out.tokens[:, 0], expected)
     assert sum(p.numel() for p in enc.parameters()) == (5 * 10 + 10) + (10 * 10 + 10)
-    tokens = build_tokenizer("tabular", enc.out_channels, 16)(out)
+    tokens = build_tokenizer("feature", enc.out_channels, 16)(out)
     assert tokens.shape == (4, 10, 16)  # one token per output channel: x_i * w_i + b_i
-    tok = build_tokenizer("tabular", 10, 16)
+    tok = build_tokenizer("feature", 10, 16)
     manual = expected[..., None] * tok.weight + tok.bias
     assert torch.allclose(tok(out), manual)
     with pytest.raises(ValueError, match=r"\(B, 5\)"):
@@ -428,3 +435,156 @@ def test_gru_encoder_tokens_are_its_outputs_and_ignore_later_padding():
     assert isinstance(build_encoder({"name": "gru", "dim": 8}, (24, 12)), GRUEncoder)
     with pytest.raises(ConfigError, match="gru"):
         build_encoder({"name": "gru", "dim": 8, "layers": 5}, (24, 12))
+
+
+# ---------------------------------------------------------------------------------------------
+# Vision&Touch: the ResNet-18 trunk, the causal-conv force encoder, the proprio MLP
+
+
+def test_resnet18_tokens_are_its_4_by_4_map_at_128_px_row_major():
+    torch.manual_seed(0)
+    encoder = ResNet18Encoder().eval()
+    x = torch.randn(2, 3, 128, 128)
+    with torch.no_grad():
+        out, fmap = encoder(x), encoder.feature_map(x)
+    assert encoder.out_channels == 512 and fmap.shape == (2, 512, 4, 4)
+    assert out.tokens.shape == (2, 16, 512) and out.grid == (4, 4) and out.mask is None
+    for r in range(4):
+        for c in range(4):
+            assert torch.equal(out.tokens[:, r * 4 + c], fmap[:, :, r, c])
+    with pytest.raises(ValueError, match="no mask"):
+        encoder(x, torch.ones(2, 16, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_resnet18_equals_torchvisions_forward_up_to_layer4(train):
+    torch.manual_seed(0)
+    ours = ResNet18Encoder().double().train(train)
+    reference = resnet18(weights=None).double().train(train)
+    state = ours.state_dict()
+    # torchvision's names, every parameter and buffer but the classifier's
+    assert set(state) == {k for k in reference.state_dict() if not k.startswith("fc.")}
+    reference.load_state_dict({**reference.state_dict(), **state})
+    trunk = torch.nn.Sequential(*list(reference.children())[:-2])  # up to layer4
+    x = torch.randn(3, 3, 128, 128, dtype=torch.float64)
+    out_ref = trunk(x)
+    encoded = ours(x)
+    assert out_ref.shape == (3, 512, 4, 4)
+    assert torch.equal(encoded.tokens.transpose(1, 2).reshape(out_ref.shape), out_ref)
+
+
+def test_resnet18_map_side_is_ceil_of_a_32nd_and_the_size_check_is_shared():
+    encoder = ResNet18Encoder().eval()
+    with torch.no_grad():
+        for side, grid in [(1, 1), (32, 1), (33, 2), (64, 2), (224, 7)]:
+            assert encoder(torch.zeros(1, 3, side, side)).grid == (grid, grid)
+        assert encoder(torch.zeros(1, 3, 40, 96)).grid == (2, 3)  # not square: (h, w)
+    assert ResNet18Encoder.min_input_size == 1
+    with pytest.raises(ConfigError, match="ResNet-18 encoder needs images of at least 1 x 1"):
+        encoder(torch.zeros(1, 3, 0, 8))
+    assert isinstance(AlexNetEncoder(), ConvTrunk) and isinstance(encoder, ConvTrunk)
+    assert isinstance(build_encoder({"name": "resnet18"}, (128, 128, 3)), ResNet18Encoder)
+
+
+def test_causal_conv_encoder_layout_and_default_initialisation():
+    enc = CausalConvEncoder(6, dim=96)
+    convs = [m for m in enc.layers if isinstance(m, torch.nn.Conv1d)]
+    acts = [m for m in enc.layers if isinstance(m, torch.nn.LeakyReLU)]
+    assert len(convs) == 5 and len(acts) == 5 and len(enc.layers) == 10
+    assert all(isinstance(a, torch.nn.LeakyReLU) for a in list(enc.layers)[1::2])
+    assert all(a.negative_slope == 0.1 for a in acts)
+    assert [(c.in_channels, c.out_channels) for c in convs] == [
+        (6, 16),
+        (16, 32),
+        (32, 64),
+        (64, 128),
+        (128, 96),
+    ]
+    for c in convs:
+        assert isinstance(c, CausalConv1d) and c.trim == 1
+        assert (c.kernel_size, c.stride, c.padding, c.dilation) == ((2,), (2,), (1,), (1,))
+        # PyTorch's default init (the authors re-initialise only 2-D layers): biases not zero
+        assert c.bias.abs().min() > 0
+    assert enc.out_channels == 96 and CausalConvEncoder(6).out_channels == 128
+
+
+def test_causal_conv_first_layer_output_j_reads_inputs_2j_minus_1_and_2j_only():
+    """Padding 1 on both sides, kernel 2, stride 2, the last output cut: output j of the layer
+    is w0 x[2j - 1] + w1 x[2j] + b (x[-1] = 0), so input k reaches output ceil(k / 2) alone
+    (none for k = 31) and no output sees an input after its own position 2j."""
+    torch.manual_seed(0)
+    layer = CausalConvEncoder(6).layers[0].double()
+    x = torch.randn(2, 6, 32, dtype=torch.float64)
+    with torch.no_grad():
+        ref = layer(x)
+        assert ref.shape == (2, 16, 16)
+        padded = torch.nn.functional.pad(x, (1, 0))
+        manual = torch.einsum("oik,bijk->boj", layer.weight, padded[..., :32].unfold(2, 2, 2))
+        assert torch.allclose(ref, manual + layer.bias[:, None])
+        for k in range(32):
+            moved = x.clone()
+            moved[..., k] += 1.0
+            changed = (layer(moved) - ref).abs().amax(dim=(0, 1)) > 0
+            expected = {-(-k // 2)} - {16}
+            assert set(torch.nonzero(changed).flatten().tolist()) == expected, k
+
+
+def test_causal_conv_encoder_gives_one_token_from_the_oldest_reading():
+    """Output j of every layer reads its inputs 2j - 1 and 2j, and only output 0 is left after
+    five layers: the token depends on step 0 of the 32 alone (the authors' network)."""
+    torch.manual_seed(0)
+    enc = CausalConvEncoder(6, dim=64).double()
+    x = torch.randn(3, 32, 6, dtype=torch.float64)
+    with torch.no_grad():
+        out = enc(x)
+        assert out.tokens.shape == (3, 1, 64) and out.mask is None and out.grid is None
+        later = x.clone()
+        later[:, 1:] = torch.randn(3, 31, 6, dtype=torch.float64)
+        assert torch.equal(enc(later).tokens, out.tokens)
+        first = x.clone()
+        first[:, 0] += 1.0
+        assert not torch.allclose(enc(first).tokens, out.tokens)
+    with pytest.raises(ValueError, match="no mask"):
+        enc(x, torch.ones(3, 32, dtype=torch.bool))
+    for steps in (31, 33, 64):
+        with pytest.raises(ValueError, match=r"\(B, 32, 6\)"):
+            enc(torch.randn(3, steps, 6, dtype=torch.float64))
+    built = build_encoder({"name": "causal_conv", "dim": 128}, (32, 6))
+    assert isinstance(built, CausalConvEncoder) and built.n_features == 6
+    with pytest.raises(ConfigError, match="causal_conv"):
+        build_encoder({"name": "causal_conv", "layers": 5}, (32, 6))
+
+
+def test_proprio_encoder_is_a_four_layer_leaky_mlp():
+    torch.manual_seed(0)
+    enc = ProprioEncoder(8, dim=48)
+    n = sum(p.numel() for p in enc.parameters())
+    assert n == (8 * 32 + 32) + (32 * 64 + 64) + (64 * 128 + 128) + (128 * 48 + 48)
+    default = ProprioEncoder(8)
+    assert default.out_channels == 512
+    assert sum(p.numel() for p in default.parameters()) == 10_720 + 128 * 512 + 512 == 76_768
+    x = torch.randn(4, 8)
+    out = enc(x)
+    assert out.tokens.shape == (4, 1, 48) and out.mask is None
+    h = x
+    for linear in [m for m in enc.layers if isinstance(m, torch.nn.Linear)]:
+        h = torch.nn.functional.leaky_relu(linear(h), 0.1)  # after the last layer too
+    assert torch.allclose(out.tokens[:, 0], h)
+    assert (out.tokens < 0).any()  # the last LeakyReLU lets negatives through, scaled
+    with pytest.raises(ValueError, match=r"\(B, 8\)"):
+        enc(torch.randn(4, 7))
+    assert isinstance(build_encoder({"name": "proprio", "dim": 512}, (8,)), ProprioEncoder)
+
+
+def test_feature_tokens_make_one_token_per_channel_and_step_tokens_one():
+    torch.manual_seed(0)
+    force = CausalConvEncoder(6, dim=128)(torch.randn(4, 32, 6))
+    features = build_tokenizer("feature", 128, 32)(force)
+    assert features.shape == (4, 128, 32)
+    steps = build_tokenizer("step", 128, 32)
+    assert steps(force).shape == (4, 1, 32) and isinstance(steps.proj, torch.nn.Linear)
+    proprio = ProprioEncoder(8)(torch.randn(4, 8))
+    same = build_tokenizer("step", 512, 512)
+    assert isinstance(same.proj, torch.nn.Identity) and torch.equal(same(proprio), proprio.tokens)
+    with pytest.raises(ValueError, match="one vector per sample"):  # a GRU's 24 steps
+        build_tokenizer("feature", 8, 16)(GRUEncoder(12, dim=8)(torch.randn(2, 24, 12)))

@@ -21,7 +21,9 @@ from comm_repro.config import ConfigError
 
 ROOT = Path(__file__).parents[1]
 FIG4 = ROOT / "config" / "tables" / "fig4_trifeatures.yaml"
-TABLE1 = ROOT / "config" / "tables" / "table1_affect.yaml"
+TABLE1 = ROOT / "config" / "tables" / "table1.yaml"
+TABLE3 = ROOT / "config" / "tables" / "table3.yaml"
+AFFECT = ["MOSI", "UR-FUNNY", "MUsTARD"]  # the columns of experiment table1_affect
 TASKS = ("share", "unique1", "unique2", "synergy")
 UNBIASED, BIASED = "trifeatures", "trifeatures_synergy"  # the datasets of the Fig. 4 spec
 
@@ -231,30 +233,88 @@ def test_every_spec_in_the_repository_loads():
         assert spec["columns"] and spec["paper"], path
 
 
-def test_table1_affect_spec_holds_the_papers_self_supervised_rows():
+def test_table1_spec_holds_the_papers_self_supervised_rows():
     spec = report.load_spec(TABLE1)
     columns = {c["name"]: c for c in spec["columns"]}
     assert {n: c["dataset"] for n, c in columns.items()} == {
+        "V&T EE": "vision_touch",
+        "MIMIC": "mimic",
         "MOSI": "mosi",
         "UR-FUNNY": "humor",
         "MUsTARD": "sarcasm",
     }
+    ee = columns.pop("V&T EE")
+    assert ee["metric"] == "mse" and ee["scale"] == 1e4 and ee["lower_is_better"]
     for column in columns.values():
-        assert column["tasks"] == ["label"] and column["metric"] == "balanced_accuracy"
+        assert column["metric"] == "balanced_accuracy" and not column["lower_is_better"]
         assert column["chance"] == 50 and column["scale"] == 100
     # Table 1 of the paper (reference/paper_numbers.md): mean, std over 5 runs.
     published = {
-        "cross": ("Cross", [(47.8, 1.8), (50.1, 1.9), (53.5, 2.9)]),
-        "cross_self": ("Cross+Self", [(49.0, 1.1), (59.9, 0.9), (53.9, 4.0)]),
-        "factorcl": ("FactorCL", [(51.2, 1.6), (60.5, 0.8), (55.8, 0.9)]),
-        "comm": ("CoMM", [(67.5, 1.30), (63.1, 0.65), (63.9, 3.01)]),
+        "cross": ("Cross", [(33.09, 3.67), (66.7, 0.0), (47.8, 1.8), (50.1, 1.9), (53.5, 2.9)]),
+        "cross_self": (
+            "Cross+Self",
+            [(7.56, 0.31), (65.49, 0.0), (49.0, 1.1), (59.9, 0.9), (53.9, 4.0)],
+        ),
+        "factorcl": (
+            "FactorCL",
+            [(10.82, 0.56), (67.3, 0.0), (51.2, 1.6), (60.5, 0.8), (55.8, 0.9)],
+        ),
+        "comm": ("CoMM", [(4.55, 0.30), (66.4, 0.32), (67.5, 1.30), (63.1, 0.65), (63.9, 3.01)]),
     }
     rows = {row["method"]: row for row in spec["rows"]}
     assert set(rows) == set(published)
     for method, (label, values) in published.items():
         assert rows[method]["label"] == label
-        assert [rows[method]["paper"][c] for c in ("MOSI", "UR-FUNNY", "MUsTARD")] == values
-    assert spec["figure"]["columns"] == ["MOSI", "UR-FUNNY", "MUsTARD"]  # all, by default
+        assert [rows[method]["paper"][c] for c in ("V&T EE", "MIMIC", *AFFECT)] == values
+    assert spec["figure"]["columns"] == ["MIMIC", *AFFECT]  # one axis: the accuracies
+    # The affect columns alone, as experiment table1_affect shows them
+    affect = report.load_spec(TABLE1, AFFECT)
+    assert [c["name"] for c in affect["columns"]] == AFFECT
+    assert affect["figure"]["columns"] == AFFECT
+    assert all(set(row["paper"]) == set(AFFECT) for row in affect["rows"])
+
+
+def test_table3_spec_reads_the_three_modality_datasets_in_its_own_rows():
+    spec = report.load_spec(TABLE3)
+    rows = [(r["method"], r["label"], r["datasets"], r["paper"]) for r in spec["rows"]]
+    tri = {"V&T contact": "vision_touch_tri", "UR-FUNNY": "humor_tri"}
+    assert [r[:3] for r in rows] == [
+        ("cross", "Cross (2 modalities)", {}),
+        ("cross_self", "Cross+Self (2 modalities)", {}),
+        ("comm", "CoMM (2 modalities)", {}),
+        ("cmc", "CMC (3 modalities)", tri),
+        ("comm", "CoMM (3 modalities)", tri),
+    ]
+    published = [(84.4, 50.1), (86.8, 59.9), (88.1, 63.1), (94.1, 59.2), (94.2, 64.6)]
+    for (*_, paper), values in zip(rows, published):
+        assert [paper[c][0] for c in ("V&T contact", "UR-FUNNY")] == list(values)
+        assert all(math.isnan(std) for _, std in paper.values())  # no std published
+    assert [c["dataset"] for c in spec["columns"]] == ["vision_touch_contact", "humor"]
+
+
+def test_a_method_with_two_rows_fills_each_from_its_own_datasets(tmp_path):
+    spec = _minimal()
+    spec["columns"].append({"name": "B", "dataset": "e", "task": "t"})
+    spec["rows"] = [
+        {"method": "m", "label": "m on two", "paper": {"A": 1.0}},
+        {"method": "m", "label": "m on three", "datasets": {"B": "e3"}, "paper": {"B": 3.0}},
+    ]
+    spec = report.check_spec(spec, "spec.yaml")
+    paths = [
+        write_probe(tmp_path, dataset, "m", 0, {"t": value})
+        for dataset, value in (("d", 0.1), ("e", 0.2), ("e3", 0.3))
+    ]
+    table = report.build_table(spec, report.load_probes(paths), ["m"])
+    cells = {(r.label, r.column): (r.dataset, r.mean) for r in table.itertuples()}
+    assert cells == {
+        ("m on two", "A"): ("d", pytest.approx(0.1)),
+        ("m on two", "B"): ("e", pytest.approx(0.2)),
+        ("m on three", "A"): ("d", pytest.approx(0.1)),
+        ("m on three", "B"): ("e3", pytest.approx(0.3)),
+    }
+    md = report._wide(table, spec, tex=False)
+    assert list(md.Method) == ["m on two", "m on three"]
+    assert "row m on three: B from the runs on e3" in report.table_note(table, spec)
 
 
 def test_fig4_spec_holds_the_papers_values():
@@ -288,6 +348,14 @@ SPEC_ERRORS = {
     ),
     "duplicate column": (lambda s: s["columns"].append(dict(s["columns"][0])), "columns[1].name"),
     "duplicate method": (lambda s: s["rows"].append({"method": "m"}), "rows[1].method"),
+    "duplicate label": (
+        lambda s: s["rows"].append({"method": "n", "label": "m"}),
+        "rows[1].label: duplicate 'm'",
+    ),
+    "row dataset not a column": (
+        lambda s: s["rows"][0].update(datasets={"B": "e"}),
+        "rows[0].datasets.B: not a column",
+    ),
     "duplicate task": (
         lambda s: s["columns"].__setitem__(0, {"name": "A", "dataset": "d", "tasks": ["t", "t"]}),
         "columns[0].tasks[1]: duplicate 't'",
@@ -437,7 +505,7 @@ def test_the_figure_draws_the_spec_columns_paper_values_and_chance(probes, tmp_p
 
 def test_a_table_from_another_spec_is_refused(probes, tmp_path):
     table, _ = fig4(probes)
-    with pytest.raises(ValueError, match="no column MOSI, UR-FUNNY, MUsTARD"):
+    with pytest.raises(ValueError, match="no column MIMIC, MOSI, UR-FUNNY, MUsTARD"):
         report.plot_table(table, report.load_spec(TABLE1), tmp_path / "fig")
 
 
@@ -458,7 +526,7 @@ def affect_probes(root: Path) -> list[Path]:
 
 def test_scorecard_lists_every_cell_with_a_paper_value(probes, tmp_path):
     fig4_table, _ = fig4(probes)
-    spec = report.load_spec(TABLE1)
+    spec = report.load_spec(TABLE1, AFFECT)
     affect = report.build_table(spec, report.load_probes(affect_probes(tmp_path / "a")), ["comm"])
     card = report.scorecard({"fig4_trifeatures": fig4_table, "table1_affect": affect})
     assert list(card.columns) == list(report.SCORECARD_COLUMNS)
@@ -638,8 +706,9 @@ def test_multibench_notebook_runs_on_a_results_folder(tmp_path):
         write_run_meta.write_text(json.dumps({"wall_s": 60.0, "device": "cpu"}))
     prefix = results / "tables" / "table1_affect"
     args = ["table", "--spec", str(TABLE1), "--probes", *map(str, probes), "--methods", "comm"]
-    assert main([*args, "--out", str(prefix)]) == 0
-    figure = ["figure", "table", "--spec", str(TABLE1), "--table", f"{prefix}.csv", "--out"]
+    assert main([*args, "--columns", *AFFECT, "--out", str(prefix)]) == 0
+    figure = ["figure", "table", "--spec", str(TABLE1), "--table", f"{prefix}.csv"]
+    figure += ["--columns", *AFFECT, "--out"]
     assert main([*figure, str(results / "figures" / "table1_affect")]) == 0
     runs = [write_run(tmp_path / "logs" / str(i), "mosi", "comm", i) for i in (0, 1)]
     curves = str(results / "figures" / "training_curves_table1_affect")

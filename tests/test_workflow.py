@@ -151,24 +151,38 @@ def test_a_missing_command_line_stops_the_workflow_with_a_hint(tmp_path):
 # Plans
 
 
-def test_paper_protocol_plans_fig4_and_table1_with_five_seeds(tmp_path):
+def test_paper_protocol_plans_fig4_table1_and_table3_with_five_seeds(tmp_path):
     result = snakemake(workdir_for(tmp_path), "-n", "-p", "--configfile", "config/paper.yaml")
     jobs = planned_jobs(result.stdout)
     fig4 = 5 * 2 * 3  # seeds x datasets (unbiased, biased pairs) x methods
-    table1 = 5 * 4 * 3  # seeds x datasets (MIMIC, MOSI, UR-FUNNY, MUsTARD) x methods
-    runs = fig4 + table1
+    table1 = 5 * 5 * 3  # seeds x datasets (V&T EE, MIMIC, MOSI, UR-FUNNY, MUsTARD) x methods
+    # Table 3 beyond Table 1's runs: V&T contact on two modalities x 3 methods, and V&T contact
+    # and UR-FUNNY on three x (CMC, CoMM); UR-FUNNY on two is Table 1's
+    table3 = 5 * (3 + 2 * 2)
+    runs = fig4 + table1 + table3
     for rule in ("pretrain", "probe", "run_settings", "probe_settings"):
         assert jobs[rule] == runs, rule
-    assert jobs["prepare"] == 5  # Trifeature, generated once, the affect files and MIMIC's
-    for rule in ("table", "figure_table", "figure_training_curves"):
-        assert jobs[rule] == 3, rule  # Fig. 4, Table 1's affect and MIMIC columns
-    assert jobs["report_notebook"] == 2  # Fig. 4 and the affect datasets
-    assert sum(jobs.values()) == 4 * runs + 5 + 3 * 3 + 2 * 2 + 1 + 1  # html x2, index, all
+    assert jobs["prepare"] == 6  # Trifeature (generated), the affect files, MIMIC's, V&T's
+    tables = ("fig4_trifeatures", "table1", "table1_affect", "table3")
+    for rule in ("table", "figure_table", "figure_training_curves", "report_notebook"):
+        assert jobs[rule] == len(tables), rule
+    # table, its figure, training curves, report notebook and its html; the index, all
+    assert sum(jobs.values()) == 4 * runs + 6 + 5 * len(tables) + 1 + 1
     for seed in range(5):
-        assert f"results/runs/mosi/comm/seed{seed}/probe.json" in result.stdout
-        assert f"results/runs/mimic/comm/seed{seed}/probe.json" in result.stdout
+        for dataset, method in (
+            ("mosi", "comm"),
+            ("mimic", "comm"),
+            ("vision_touch", "cross_self"),
+            ("vision_touch_contact", "cross"),
+            ("vision_touch_tri", "cmc"),
+            ("humor_tri", "comm"),
+        ):
+            assert f"results/runs/{dataset}/{method}/seed{seed}/probe.json" in result.stdout
+    assert "results/runs/vision_touch_tri/cross/" not in result.stdout  # no such row
     assert "comm-repro prepare sarcasm" in result.stdout
     assert "comm-repro prepare mimic --option stats=all task=7" in result.stdout
+    assert "comm-repro prepare vision_touch " in result.stdout
+    assert "--columns MOSI UR-FUNNY MUsTARD" in result.stdout  # table1_affect's part of Table 1
 
 
 def test_an_affect_dataset_without_its_raw_file_fails_at_prepare(tmp_path):

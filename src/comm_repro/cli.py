@@ -2,10 +2,12 @@
 
 comm-repro prepare trifeatures --out DIR
 comm-repro prepare mosi|humor|sarcasm [--source FILE | --download-to PATH] --out DIR
+comm-repro prepare mimic --source im.pk --out DIR
+comm-repro prepare vision_touch [--source FOLDER|ZIP | --download-to PATH] --out DIR
 comm-repro pretrain --config CFG --dataset NAME --method NAME --seed S --data DIR --out RUN_DIR
 comm-repro probe --run RUN_DIR --data DIR --out probe.json
-comm-repro table --spec SPEC.yaml --probes P.json ... --methods M ... --out PREFIX
-comm-repro figure table --spec SPEC.yaml --table PREFIX.csv --out PREFIX
+comm-repro table --spec SPEC.yaml --probes P.json ... --methods M ... [--columns C ...] --out PREFIX
+comm-repro figure table --spec SPEC.yaml --table PREFIX.csv [--columns C ...] --out PREFIX
 comm-repro figure curves --runs RUN_DIR ... --out PREFIX
 comm-repro index --reports R.html ... [--tables NAME=PATH.csv ...] --out index.html
 """
@@ -235,7 +237,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
 def cmd_table(args: argparse.Namespace) -> int:
     from comm_repro import report
 
-    spec = report.load_spec(args.spec)
+    spec = report.load_spec(args.spec, args.columns)
     table = report.build_table(spec, report.load_probes(args.probes), args.methods)
     paths = report.write_table(table, spec, args.out)
     print(f"wrote {', '.join(map(str, paths))}")
@@ -255,7 +257,7 @@ def cmd_figure(args: argparse.Namespace) -> int:
     if missing:
         raise ConfigError(f"comm-repro figure {args.figure} needs {' and '.join(missing)}")
     if args.figure == "table":
-        spec = report.load_spec(args.spec)
+        spec = report.load_spec(args.spec, args.columns)
         paths = report.plot_table(pd.read_csv(args.table), spec, args.out)
     else:
         paths = report.plot_curves(report.load_logs(args.runs), args.out)
@@ -286,7 +288,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "dataset",
         help="a dataset family: trifeatures (generated), mosi, humor, sarcasm (a raw pickle, "
-        "converted), or package.module:attribute of one of your own",
+        "converted), mimic (im.pk, which you supply), vision_touch (the triangle_real_data "
+        "folder or zip), or package.module:attribute of one of your own",
     )
     p.add_argument("--out", required=True, type=Path, help="directory for the prepared files")
     p.add_argument(
@@ -302,14 +305,15 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--source",
         type=Path,
-        help="the raw file, one you already have (read in place; datasets.<name>.source)",
+        help="the raw file, one you already have (read in place; datasets.<name>.source); "
+        "vision_touch: the unzipped triangle_real_data folder, or the zip",
     )
     p.add_argument(
         "--download-to",
         type=str,
-        help="affect: where the raw pickle is looked for, and downloaded to if absent (a file, "
-        "or a directory for the authors' file name; default data/raw/<dataset>/<file> in the "
-        "repository, or $COMM_REPRO_RAW_DIR/<dataset>/<file>)",
+        help="affect, vision_touch: where the raw file is looked for, and downloaded to if "
+        "absent (a file, or a directory for the authors' file name; default "
+        "data/raw/<dataset>/<file> in the repository, or $COMM_REPRO_RAW_DIR/<dataset>/<file>)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_prepare)
@@ -354,7 +358,10 @@ def make_parser() -> argparse.ArgumentParser:
         "--spec", required=True, type=Path, help="the table's spec, e.g. config/tables/*.yaml"
     )
     p.add_argument("--probes", required=True, nargs="+", type=Path, help="probe.json files")
-    p.add_argument("--methods", required=True, nargs="+", help="method keys, in table order")
+    p.add_argument(
+        "--methods", required=True, nargs="+", help="method keys (their rows in the spec's order)"
+    )
+    p.add_argument("--columns", nargs="+", help="the spec's columns to show (default all)")
     p.add_argument("--out", required=True, type=Path, help="output prefix (.csv, .md, .tex)")
     p.set_defaults(func=cmd_table)
 
@@ -362,6 +369,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("figure", choices=["table", "curves"], help="which figure")
     p.add_argument("--spec", type=Path, help="table: the table's spec")
     p.add_argument("--table", type=Path, help="table: the table's .csv (of `comm-repro table`)")
+    p.add_argument("--columns", nargs="+", help="table: the spec's columns shown (default all)")
     p.add_argument("--runs", nargs="+", type=Path, help="curves: run directories")
     p.add_argument("--out", required=True, type=Path, help="output prefix (.png, .pdf)")
     p.set_defaults(func=cmd_figure)

@@ -236,6 +236,17 @@ def _modality(m: dict[str, Any], where: str, encoders: dict, augment: dict) -> d
     return resolved
 
 
+# How CoMM turns a modality's encoder output into tokens when the modality sets no `tokens`.
+DEFAULT_TOKENS = {"image": "patch", "sequence": "step", "tabular": "feature"}
+
+
+def modality_tokens(m: dict[str, Any]) -> str:
+    """A modality's ``tokens`` (patch, step or feature), else its kind's default. The default
+    is not written into the resolved settings, so runs that set none keep the settings (and
+    the workflow's outputs) they had before the key existed."""
+    return m.get("tokens") or DEFAULT_TOKENS[m["kind"]]
+
+
 def resolve_task(t: dict[str, Any]) -> dict[str, Any]:
     """A task with its defaults: the metric of its kind, the label array of its name."""
     return {
@@ -346,13 +357,81 @@ def table_spec_path(name: str) -> Path:
     return Path("config") / "tables" / f"{name}.yaml"
 
 
-def experiment_runs(cfg: dict[str, Any], name: str) -> list[tuple[str, str, int]]:
-    """The (dataset, method, seed) runs of experiment ``name``: the datasets its table's columns
-    read, times its methods, times its seeds."""
+def table_rows(spec: dict[str, Any], methods: list[str]) -> list[dict[str, Any]]:
+    """The rows a table of ``methods`` has, in the order of ``methods``: each method's rows in
+    the spec (in the spec's order), or a plain row (``{"method": m}``) for a method the spec has
+    none of. A spec may give one method several rows that read other datasets (``datasets:``),
+    e.g. CoMM on two and on three modalities."""
+    rows = spec.get("rows") or []
+    return [
+        row
+        for method in methods
+        for row in ([r for r in rows if r.get("method") == method] or [{"method": method}])
+    ]
+
+
+def row_datasets(spec: dict[str, Any], row: dict[str, Any]) -> dict[str, str]:
+    """Column name -> the dataset whose runs fill that column in ``row``: the column's own
+    dataset unless the row names another (``datasets: {column: dataset}``)."""
+    own = row.get("datasets") or {}
+    return {col["name"]: own.get(col["name"], col["dataset"]) for col in spec.get("columns") or []}
+
+
+def select_columns(spec: dict[str, Any], names: list[str] | None) -> dict[str, Any]:
+    """A table spec (as read, or checked) cut to the columns ``names`` (all when None), its
+    rows' paper values and datasets and its figure's columns with them: an experiment may show
+    part of a paper table (``experiments.<name>.columns``), e.g. the datasets a user has."""
+    if names is None:
+        return spec
+    known = [c["name"] for c in spec.get("columns") or []]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ConfigError(f"columns {unknown} are not in the table spec; its columns: {known}")
+
+    def kept(mapping: dict | None) -> dict:
+        return {k: v for k, v in (mapping or {}).items() if k in names}
+
+    out = {
+        **spec,
+        "columns": [c for c in spec["columns"] if c["name"] in names],
+        "rows": [
+            {**row, "paper": kept(row.get("paper")), "datasets": kept(row.get("datasets"))}
+            for row in spec.get("rows") or []
+        ],
+    }
+    figure = spec.get("figure") or {}
+    if figure.get("columns") or figure.get("labels"):
+        shown = figure.get("columns") or known
+        pairs = [(c, label) for c, label in zip(shown, figure.get("labels") or shown) if c in names]
+        if not pairs:
+            raise ConfigError(f"the spec's figure shows none of the columns {names}")
+        out["figure"] = {
+            **figure,
+            "columns": [c for c, _ in pairs],
+            "labels": [x for _, x in pairs],
+        }
+    return out
+
+
+def experiment_spec(cfg: dict[str, Any], name: str) -> dict[str, Any]:
+    """The table spec of experiment ``name`` as read, cut to its ``columns`` when it names some."""
     exp = cfg["experiments"][name]
-    spec = load_yaml(table_spec_path(exp["table"]))
-    datasets = list(dict.fromkeys(col["dataset"] for col in spec.get("columns") or []))
-    return [(d, m, int(s)) for d in datasets for m in exp["methods"] for s in exp["seeds"]]
+    return select_columns(load_yaml(table_spec_path(exp["table"])), exp.get("columns"))
+
+
+def experiment_runs(cfg: dict[str, Any], name: str) -> list[tuple[str, str, int]]:
+    """The (dataset, method, seed) runs of experiment ``name``: for each row of its table (see
+    :func:`table_rows`), the dataset of each column (:func:`row_datasets`), times its seeds."""
+    exp = cfg["experiments"][name]
+    spec = experiment_spec(cfg, name)
+    pairs = [
+        (dataset, row["method"])
+        for row in table_rows(spec, list(exp["methods"]))
+        for dataset in row_datasets(spec, row).values()
+    ]
+    order = list(dict.fromkeys(d for d, _ in pairs))  # by dataset first, as the columns go
+    pairs = sorted(dict.fromkeys(pairs), key=lambda pair: order.index(pair[0]))
+    return [(d, m, int(s)) for d, m in pairs for s in exp["seeds"]]
 
 
 def study_runs(cfg: dict[str, Any]) -> list[tuple[str, str, int]]:

@@ -5,7 +5,8 @@ the target only once it is complete and verified: against a known size and sha25
 project knows them, else against the digest recorded by the first verified download (a small
 JSON file beside the raw file, ``{name}.json``), which later runs check. Google Drive files are
 fetched with ``gdown`` (imported only when a download is needed), which resumes an interrupted
-transfer from the partial file it keeps beside the target.
+transfer from the partial file it keeps beside the target; plain HTTP files with
+:func:`http_range_transport`, which does the same with ``Range`` requests.
 
 Raw files live outside ``results/`` (default ``data/raw/`` under the repository root, see
 :func:`raw_data_root`), so that deleting the results never deletes a large download.
@@ -16,7 +17,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,6 +33,8 @@ from comm_repro.errors import DataError, describe
 DRIVE_URL = "https://drive.google.com/uc?id={}"
 RAW_DIR_ENV = "COMM_REPRO_RAW_DIR"
 CHUNK = 1 << 22  # 4 MiB
+HTTP_TIMEOUT = 60.0  # seconds without a byte before a transfer counts as failed
+PART_SUFFIX = ".part"
 
 # (url, output, progress): write the whole file at ``output`` or raise.
 Transport = Callable[[str, Path, bool], Any]
@@ -116,6 +122,90 @@ def gdown_transport(url: str, output: Path, progress: bool) -> None:
         raise DataError("gdown gave up without a file")
 
 
+def part_path(output: str | Path) -> Path:
+    """Where :func:`http_range_transport` keeps the partial transfer of ``output``."""
+    output = Path(output)
+    return output.with_name(output.name + PART_SUFFIX)
+
+
+def _total_from_content_range(value: str | None) -> int | None:
+    """The full size in a ``Content-Range`` header (``bytes a-b/total`` or ``bytes */total``)."""
+    match = re.fullmatch(r"\s*bytes\s+(?:\d+-\d+|\*)/(\d+)\s*", value or "")
+    return int(match.group(1)) if match else None
+
+
+def http_range_transport(
+    url: str, output: Path, progress: bool, timeout: float = HTTP_TIMEOUT
+) -> None:
+    """Download ``url`` to ``output`` over HTTP(S), resuming an interrupted transfer.
+
+    The bytes go to :func:`part_path` (``output`` + ``.part``), which survives a failure (fetch
+    deletes ``output`` only). A rerun asks for the rest (``Range: bytes=<size>-``) and appends
+    when the server answers 206 with that offset; a 200 (the server ignores ranges) or a 206 at
+    another offset starts again from byte 0; a 416 means the part already holds the whole file
+    when ``Content-Range`` says so, else it is discarded and the transfer starts again. A
+    transfer that ends before its ``Content-Length`` raises, keeping the part. ``timeout``:
+    seconds a connect or a read may wait. The part is renamed to ``output`` once complete; its
+    content is verified by the caller (:func:`fetch`: digest and format check)."""
+    output = Path(output)
+    part = part_path(output)
+    for _attempt in range(2):  # the second only after a part the server would not continue
+        offset = part.stat().st_size if part.is_file() else 0
+        headers = {"User-Agent": "comm-repro", "Accept-Encoding": "identity"}
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
+        request = urllib.request.Request(url, headers=headers)
+        try:
+            response = urllib.request.urlopen(request, timeout=timeout)
+        except urllib.error.HTTPError as err:
+            if err.code != 416 or not offset:
+                raise
+            total = _total_from_content_range(err.headers.get("Content-Range"))
+            err.close()
+            if total == offset:  # complete; a killed run did not rename it
+                os.replace(part, output)
+                return
+            part.unlink()  # longer than the file, or the server does not say: start again
+            continue
+        with response:
+            length = response.headers.get("Content-Length")
+            length = int(length) if length is not None else None
+            if response.status == 206:
+                match = re.match(r"\s*bytes\s+(\d+)-", response.headers.get("Content-Range", ""))
+                if match is None or int(match.group(1)) != offset:
+                    part.unlink()
+                    continue
+                mode = "ab"
+            else:  # 200: the whole file, from byte 0
+                offset, mode = 0, "wb"
+            total = offset + length if length is not None else None
+            received = 0
+            with (
+                part.open(mode) as f,
+                tqdm(
+                    total=total,
+                    initial=offset,
+                    unit="B",
+                    unit_scale=True,
+                    desc=f"download {output.name}",
+                    disable=not progress,
+                ) as bar,
+            ):
+                for block in iter(lambda r=response: r.read(CHUNK), b""):
+                    f.write(block)
+                    received += len(block)
+                    bar.update(len(block))
+            # http.client returns b"" rather than raising when the server closes early
+            if length is not None and received != length:
+                raise ConnectionError(
+                    f"the transfer ended after {offset + received:,} of {total:,} bytes; "
+                    f"{part.name} keeps them and a rerun resumes"
+                )
+        os.replace(part, output)
+        return
+    raise ConnectionError(f"the server would not continue {part.name}, nor send it again")
+
+
 def fetch(
     url: str,
     target: str | Path,
@@ -133,7 +223,8 @@ def fetch(
     beside ``target`` by an earlier download, if any; then ``check(tmp)`` (a format test that
     raises DataError). A verified download records its size and sha256 beside ``target``.
     Any failure raises one-line DataError naming ``url`` and ``target`` and leaves no file at
-    ``target`` (a partial transfer that gdown can resume stays beside it, under its own name).
+    ``target`` (a partial transfer that the transport can resume stays beside it, under its own
+    name: gdown's, or :func:`part_path` for :func:`http_range_transport`).
     """
     target = Path(target)
     transport = transport or gdown_transport

@@ -21,7 +21,13 @@ import numpy as np
 import pandas as pd
 
 from comm_repro.atomic import atomic_path, write_text
-from comm_repro.config import ConfigError, load_yaml
+from comm_repro.config import (
+    ConfigError,
+    load_yaml,
+    row_datasets,
+    select_columns,
+    table_rows,
+)
 from comm_repro.errors import UserError, describe
 
 
@@ -35,7 +41,7 @@ class ResultsError(UserError, ValueError):
 
 SPEC_KEYS = ("title", "paper", "metric", "scale", "note", "columns", "rows", "figure")
 COLUMN_KEYS = ("name", "dataset", "task", "tasks", "metric", "scale", "chance", "lower_is_better")
-ROW_KEYS = ("method", "label", "paper")
+ROW_KEYS = ("method", "label", "datasets", "paper")
 FIGURE_KEYS = ("columns", "labels", "ylabel", "ylim")
 
 
@@ -133,12 +139,19 @@ def _check_row(node: Any, i: int, names: list[str], source: str) -> dict:
     paper = node.get("paper") or {}
     if not isinstance(paper, dict):
         _fail(source, f"{where}.paper", f"must be a mapping, got {type(paper).__name__}")
-    for key in paper:
-        if key not in names:
-            _fail(source, f"{where}.paper.{key}", f"not a column (columns: {', '.join(names)})")
+    datasets = node.get("datasets") or {}
+    if not isinstance(datasets, dict):
+        _fail(source, f"{where}.datasets", f"must be a mapping, got {type(datasets).__name__}")
+    for part, mapping in (("paper", paper), ("datasets", datasets)):
+        for key in mapping:
+            if key not in names:
+                _fail(
+                    source, f"{where}.{part}.{key}", f"not a column (columns: {', '.join(names)})"
+                )
     return {
         "method": method,
         "label": _string(node.get("label", method), source, f"{where}.label"),
+        "datasets": {k: _string(v, source, f"{where}.datasets.{k}") for k, v in datasets.items()},
         "paper": {k: _paper_value(v, source, f"{where}.paper.{k}") for k, v in paper.items()},
     }
 
@@ -185,11 +198,19 @@ def check_spec(raw: Any, source: str) -> dict:
     if not isinstance(spec["rows"], list):
         _fail(source, "rows", f"must be a list, got {spec['rows']!r}")
     rows = [_check_row(node, i, names, source) for i, node in enumerate(spec["rows"])]
-    for key in ("method", "label"):
-        seen = [row[key] for row in rows]
-        for i, value in enumerate(seen):
-            if value in seen[:i]:
-                _fail(source, f"rows[{i}].{key}", f"duplicate {value!r}")
+    # A method may have several rows where each reads other datasets (two and three modalities).
+    labels = [row["label"] for row in rows]
+    runs = [(row["method"], sorted(row["datasets"].items())) for row in rows]
+    for i, row in enumerate(rows):
+        if runs[i] in runs[:i]:
+            _fail(
+                source,
+                f"rows[{i}].method",
+                f"duplicate {row['method']!r} (a method has several rows only where their "
+                "datasets differ)",
+            )
+        if row["label"] in labels[:i]:
+            _fail(source, f"rows[{i}].label", f"duplicate {row['label']!r}")
     note = spec.get("note", "")
     return {
         "source": source,
@@ -202,9 +223,10 @@ def check_spec(raw: Any, source: str) -> dict:
     }
 
 
-def load_spec(path: str | Path) -> dict:
-    """A table spec file, validated (:func:`check_spec`)."""
-    return check_spec(load_yaml(path), str(path))
+def load_spec(path: str | Path, columns: list[str] | None = None) -> dict:
+    """A table spec file, cut to ``columns`` when given (:func:`comm_repro.config.select_columns`)
+    and validated (:func:`check_spec`)."""
+    return check_spec(select_columns(load_yaml(path), columns), str(path))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -310,30 +332,32 @@ def _per_run(probes: pd.DataFrame, method: str, column: dict, source: str) -> pd
 
 
 def build_table(spec: dict, probes: pd.DataFrame, methods: Sequence[str]) -> pd.DataFrame:
-    """Long table: one row per (method, column), methods in the order of ``methods``, columns in
-    the spec's order: method, label (the spec row's; the method key for a method without one),
-    column, dataset, task (``a+b`` for a mean over tasks), metric, mean and std (ddof 1; NaN for
-    one seed) over the seeds, n_seeds, the paper's value and std, delta (ours - paper), within
-    (|delta| at most the larger std: True/False, NaN when undefined, see :func:`_within`), and
-    the runs' probe class weighting, precision and CPU."""
+    """Long table: one row per (table row, column), the rows of ``methods`` as
+    :func:`comm_repro.config.table_rows` orders them, columns in the spec's order: method,
+    label (the spec row's; the method key for a method without one), column, dataset (the
+    column's, or the row's own), task (``a+b`` for a mean over tasks), metric, mean and std
+    (ddof 1; NaN for one seed) over the seeds, n_seeds, the paper's value and std, delta (ours -
+    paper), within (|delta| at most the larger std: True/False, NaN when undefined, see
+    :func:`_within`), and the runs' probe class weighting, precision and CPU."""
     twice = sorted({m for m in methods if list(methods).count(m) > 1})
     if twice:
         raise ResultsError(f"methods given twice for the table of {spec['source']}: {twice}")
-    spec_rows = {row["method"]: row for row in spec["rows"]}
     rows = []
-    for method in methods:
-        spec_row = spec_rows.get(method, {"label": method, "paper": {}})
+    for spec_row in table_rows(spec, list(methods)):
+        method, paper_values = spec_row["method"], spec_row.get("paper") or {}
+        datasets = row_datasets(spec, spec_row)
         for column in spec["columns"]:
+            column = {**column, "dataset": datasets[column["name"]]}
             runs = _per_run(probes, method, column, spec["source"])
             values = runs.value.to_numpy(dtype=float)
             mean = float(values.mean())
             std = float(values.std(ddof=1)) if len(values) > 1 else math.nan
-            paper, paper_std = spec_row["paper"].get(column["name"], (math.nan, math.nan))
+            paper, paper_std = paper_values.get(column["name"], (math.nan, math.nan))
             delta = mean - paper
             rows.append(
                 {
                     "method": method,
-                    "label": spec_row["label"],
+                    "label": spec_row.get("label", method),
                     "column": column["name"],
                     "dataset": column["dataset"],
                     "task": "+".join(column["tasks"]),
@@ -393,25 +417,31 @@ def _wide(table: pd.DataFrame, spec: dict, tex: bool) -> pd.DataFrame:
     names = [c["name"] for c in spec["columns"]]
     _check_columns(table, names, spec)
     cells = table.assign(cell=[_cell(r, pm, delta) for _, r in table.iterrows()])
-    wide = cells.pivot(index="method", columns="column", values="cell")
-    methods = list(dict.fromkeys(table.method))
-    labels = table.drop_duplicates("method").set_index("method").label
-    wide = wide.loc[methods, names]
+    wide = cells.pivot(index="label", columns="column", values="cell")
+    labels = list(dict.fromkeys(table.label))  # one per table row
+    wide = wide.loc[labels, names]
     wide.columns = [
         escape(c["name"]) + (down if c["lower_is_better"] else "") for c in spec["columns"]
     ]
-    wide.insert(0, "Method", [escape(labels[m]) for m in methods])
+    wide.insert(0, "Method", [escape(label) for label in labels])
     return wide.reset_index(drop=True)
 
 
-def _sources(spec: dict) -> str:
-    """Which runs each column comes from: 'R, U from the runs on a; S from the runs on b'."""
-    by_dataset: dict[str, list[str]] = {}
-    for column in spec["columns"]:
-        by_dataset.setdefault(column["dataset"], []).append(column["name"])
-    return "; ".join(
-        f"{', '.join(names)} from the runs on {dataset}" for dataset, names in by_dataset.items()
-    )
+def _sources(spec: dict, labels: Sequence[str]) -> str:
+    """Which runs each column comes from: 'R, U from the runs on a; S from the runs on b', then
+    the rows among ``labels`` that read other datasets: '; row X: S from the runs on c'."""
+
+    def by_dataset(columns: dict[str, str]) -> str:
+        grouped: dict[str, list[str]] = {}
+        for name, dataset in columns.items():
+            grouped.setdefault(dataset, []).append(name)
+        return "; ".join(f"{', '.join(n)} from the runs on {d}" for d, n in grouped.items())
+
+    parts = [by_dataset({c["name"]: c["dataset"] for c in spec["columns"]})]
+    for row in spec["rows"]:
+        if row["label"] in labels and row["datasets"]:
+            parts.append(f"row {row['label']}: {by_dataset(row['datasets'])}")
+    return "; ".join(parts)
 
 
 def table_note(table: pd.DataFrame, spec: dict) -> str:
@@ -424,7 +454,7 @@ def table_note(table: pd.DataFrame, spec: dict) -> str:
     }.get(weights, f"with class weights {weights}")
     parts = [
         f"{spec['title'].rstrip('.')}; {seeds_summary(table.n_seeds)}.",
-        f"Columns: {_sources(spec)}.",
+        f"Columns: {_sources(spec, list(table.label))}.",
         f"Pretrained in {_joined(table.precision)} on {_joined(table.cpu)}.",
         f"Logistic-regression probes fitted {weighting}.",
         spec["note"],
@@ -491,7 +521,7 @@ def _save(fig, prefix: Path) -> list[Path]:
 
 
 def plot_table(table: pd.DataFrame, spec: dict, prefix: str | Path) -> list[Path]:
-    """Grouped bars (the spec's figure columns, one bar per method) with std error bars (none
+    """Grouped bars (the spec's figure columns, one bar per table row) with std error bars (none
     where n = 1), the paper's values as black markers and each column's chance level, where the
     spec gives one, as a dashed line; the title gives n."""
     plt = _pyplot()
@@ -500,17 +530,17 @@ def plot_table(table: pd.DataFrame, spec: dict, prefix: str | Path) -> list[Path
     _check_columns(table, columns, spec)
     by_name = {c["name"]: c for c in spec["columns"]}
     shown = table[table.column.isin(columns)]
-    methods = list(dict.fromkeys(shown.method))
-    width = 0.8 / len(methods)
-    fig, ax = plt.subplots(figsize=(max(7.0, 2.0 + 0.3 * len(columns) * len(methods)), 3.8))
+    bars = list(dict.fromkeys(shown.label))  # one per table row
+    width = 0.8 / len(bars)
+    fig, ax = plt.subplots(figsize=(max(7.0, 2.0 + 0.3 * len(columns) * len(bars)), 3.8))
     x = np.arange(len(columns))
-    for i, method in enumerate(methods):
-        rows = shown[shown.method == method].set_index("column").loc[columns]
+    for i, label in enumerate(bars):
+        rows = shown[shown.label == label].set_index("column").loc[columns]
         offset = x - 0.4 + width * (i + 0.5)
         # No error bar where n = 1 (std NaN): a zero-length bar would read as "± 0".
         std = rows["std"].to_numpy(dtype=float)
         yerr = None if np.isnan(std).all() else std
-        ax.bar(offset, rows["mean"], width, yerr=yerr, capsize=3, label=rows.label.iloc[0])
+        ax.bar(offset, rows["mean"], width, yerr=yerr, capsize=3, label=label)
         ax.scatter(offset, rows["paper"], marker="_", s=300, color="black", zorder=3)
     chance = [by_name[c]["chance"] for c in columns]
     for j, level in enumerate(chance):
@@ -529,7 +559,7 @@ def plot_table(table: pd.DataFrame, spec: dict, prefix: str | Path) -> list[Path
         "; dashed: chance" if any(c is not None for c in chance) else ""
     )
     ax.set_title(f"{spec['title']}\nbars: {seeds_summary(shown.n_seeds)}; {keys}", fontsize=10)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=len(methods), frameon=False)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=len(bars), frameon=False)
     paths = _save(fig, Path(prefix))
     plt.close(fig)
     return paths

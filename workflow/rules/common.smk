@@ -37,7 +37,11 @@ def check_config():
                     f"experiments.{name}.methods: {method!r} is not a key of methods: "
                     f"{sorted(config['methods'])}"
                 )
-        for dataset in experiment_datasets(name):
+        try:
+            datasets = experiment_datasets(name)
+        except settings.ConfigError as err:
+            raise WorkflowError(f"experiments.{name}: {err}") from None
+        for dataset in datasets:
             if dataset not in config["datasets"]:
                 raise WorkflowError(
                     f"experiments.{name}: its table {spec} reads dataset {dataset!r}, which "
@@ -63,12 +67,14 @@ def experiments():
 
 
 def experiment_datasets(name):
-    spec = settings.load_yaml(
-        settings.table_spec_path(config["experiments"][name]["table"])
-    )
-    return list(
-        dict.fromkeys(column["dataset"] for column in spec.get("columns") or [])
-    )
+    runs = settings.experiment_runs(config, name)
+    return list(dict.fromkeys(dataset for dataset, _, _ in runs))
+
+
+def column_arguments(wildcards):
+    """`--columns A B` where the experiment shows part of its table, else nothing."""
+    columns = config["experiments"][wildcards.experiment].get("columns")
+    return "" if not columns else "--columns " + " ".join(map(shlex.quote, columns))
 
 
 check_config()

@@ -17,9 +17,10 @@ rule table:
     params:
         prefix=output_prefix,
         methods=lambda wildcards: config["experiments"][wildcards.experiment]["methods"],
+        columns=column_arguments,
     shell:
         "comm-repro table --spec {input.spec} --probes {input.probes} "
-        "--methods {params.methods} --out {params.prefix} > {log} 2>&1"
+        "--methods {params.methods} {params.columns} --out {params.prefix} > {log} 2>&1"
 
 
 rule figure_table:
@@ -35,8 +36,9 @@ rule figure_table:
         "../envs/comm.yaml"
     params:
         prefix=output_prefix,
+        columns=column_arguments,
     shell:
-        "comm-repro figure table --spec {input.spec} --table {input.table} "
+        "comm-repro figure table --spec {input.spec} --table {input.table} {params.columns} "
         "--out {params.prefix} > {log} 2>&1"
 
 

@@ -283,10 +283,70 @@ class MimicFamily:
         return on_own_splits("mimic", probe, lambda split: self._bank(data_dir, split, dataset))
 
 
+# ---------------------------------------------------------------------------------------------
+# Vision&Touch (a zip of .h5 files, converted once into memory-mapped arrays)
+
+
+class VisionTouchFamily:
+    """Vision&Touch (datasets.md §3): ``image`` (N, 128, 128, 3) uint8, ``force`` (N, 32, 6)
+    and ``proprio`` (N, 8) float32; labels ``ee_yaw_next`` (regression), ``contact_next``
+    (binary) and ``action_next``. Splits train and test only: the authors' validation split is
+    the test split, so the probes choose C on the split they are scored on, as in the paper.
+    The arrays stay memory-mapped (about 7 GB of images)."""
+
+    def prepare(self, out_dir, options, source, download_to, progress):
+        from comm_repro.data import vision_touch as vt
+
+        if options:
+            raise ConfigError(f"vision_touch takes no preparation options, got {sorted(options)}")
+        if source is not None and download_to is not None:
+            raise ConfigError("give --source (a folder or zip you have) or --download-to, not both")
+        t0 = time.perf_counter()
+        raw = vt.obtain_raw(source=source, download_to=download_to, progress=progress)
+        manifest = vt.prepare(raw, out_dir, progress=progress)
+        counts = ", ".join(f"{k} {v['count']}" for k, v in manifest["splits"].items())
+        return (
+            f"wrote {counts} samples of vision_touch ({manifest['raw']['files']} files) from "
+            f"{raw} to {out_dir} in {time.perf_counter() - t0:.1f} s (no validation split: "
+            "the authors validate on test)"
+        )
+
+    @staticmethod
+    def _bank(data_dir, split, dataset, with_labels=False):
+        from comm_repro.data import vision_touch as vt
+
+        declared(dataset, vt.MODALITIES)
+        declared(dataset, dict.fromkeys(vt.LABELS), "tasks")
+        loaded = vt.load_split(data_dir, split)
+        labels = {t["name"]: loaded[t["labels"]] for t in dataset["tasks"]}
+        every = {k: loaded[k] for k in vt.LABELS}
+        bank = PairedBank.aligned(
+            [loaded[m["name"]] for m in dataset["modalities"]], None, every if with_labels else None
+        )
+        return bank, labels
+
+    def pretrain_data(self, data_dir, dataset):
+        return self._bank(data_dir, "train", dataset, with_labels=True)[0]
+
+    def probe_data(self, data_dir, dataset, probe):
+        """Train and test banks; ``valid`` is the test bank itself (the authors' val = test,
+        datasets.md §0.5), so C is chosen on the scored split as the paper's numbers were."""
+        banks = {}
+
+        def part(split):
+            split = "test" if split == "valid" else split
+            if split not in banks:
+                banks[split] = self._bank(data_dir, split, dataset)
+            return banks[split]
+
+        return on_own_splits("vision_touch", probe, part)
+
+
 FAMILIES: dict[str, Family] = {
     "trifeatures": TrifeatureFamily(),
     **{corpus: AffectFamily(corpus) for corpus in ("mosi", "humor", "sarcasm")},
     "mimic": MimicFamily(),
+    "vision_touch": VisionTouchFamily(),
 }
 
 

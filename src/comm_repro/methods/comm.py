@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from comm_repro.config import modality_tokens
 from comm_repro.losses import info_nce
 from comm_repro.methods.base import Method
 from comm_repro.models import FusionTransformer, build_tokenizer, mlp_head
@@ -32,7 +33,8 @@ class CoMM(Method):
             raise ValueError(f"methods.*.reduce must be one of {REDUCTIONS}, got {self.reduce!r}")
         self.temperature = float(self.setting("temperature"))
         self.tokenizers = nn.ModuleList(
-            build_tokenizer(kind, e.out_channels, dim) for kind, e in zip(self.kinds, self.encoders)
+            build_tokenizer(modality_tokens(m), e.out_channels, dim)
+            for m, e in zip(modalities, self.encoders)
         )
         self.fusion = FusionTransformer(
             dim,

@@ -1,10 +1,11 @@
 """Encoders, latent converters, the fusion transformer and heads."""
 
-from comm_repro.models.encoders import AlexNetEncoder, Encoded, build_encoder
+from comm_repro.models.encoders import AlexNetEncoder, Encoded, ResNet18Encoder, build_encoder
+from comm_repro.models.force import CausalConv1d, CausalConvEncoder
 from comm_repro.models.fusion import FusionTransformer
 from comm_repro.models.heads import mlp_head
 from comm_repro.models.sequence import GRUEncoder, SequenceEncoder
-from comm_repro.models.tabular import TabularEncoder
+from comm_repro.models.tabular import ProprioEncoder, TabularEncoder
 from comm_repro.models.tokens import (
     FeatureTokens,
     PatchTokens,
@@ -15,11 +16,15 @@ from comm_repro.models.tokens import (
 
 __all__ = [
     "AlexNetEncoder",
+    "CausalConv1d",
+    "CausalConvEncoder",
     "Encoded",
     "FeatureTokens",
     "FusionTransformer",
     "GRUEncoder",
     "PatchTokens",
+    "ProprioEncoder",
+    "ResNet18Encoder",
     "SequenceEncoder",
     "SequenceTokens",
     "TabularEncoder",

@@ -8,7 +8,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torchvision.models import alexnet
 
 from comm_repro.config import ConfigError
 
@@ -46,7 +45,34 @@ class Encoded:
         return (self.tokens * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1)
 
 
-class AlexNetEncoder(nn.Module):
+class ConvTrunk(nn.Module):
+    """A convolutional image trunk whose (B, C, h, w) feature map becomes h * w tokens of C
+    channels (row-major, ``grid`` (h, w)). Subclasses set ``out_channels``, ``min_input_size``
+    (the smallest side that leaves a non-empty map), ``label`` and ``feature_map``."""
+
+    out_channels: int
+    min_input_size: int
+    label: str
+
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> Encoded:
+        if mask is not None:
+            raise ValueError(f"images have no padding: the {self.label} encoder takes no mask")
+        if min(x.shape[-2:]) < self.min_input_size:
+            height, width = x.shape[-2:]
+            raise ConfigError(
+                f"the {self.label} encoder needs images of at least {self.min_input_size} x "
+                f"{self.min_input_size} px, got {height} x {width}: set "
+                f"datasets.<name>.resolution to {self.min_input_size} or more"
+            )
+        fmap = self.feature_map(x)
+        h, w = fmap.shape[-2:]
+        return Encoded(fmap.flatten(2).transpose(1, 2), None, (h, w))
+
+
+class AlexNetEncoder(ConvTrunk):
     """torchvision's AlexNet convolutional trunk, randomly initialised (trained from scratch).
 
     (B, 3, H, W) -> (B, 256, h, w) maps, returned as h * w tokens of 256 channels (row-major,
@@ -58,40 +84,70 @@ class AlexNetEncoder(nn.Module):
 
     out_channels = 256
     min_input_size = 63
+    label = "AlexNet"
 
     def __init__(self) -> None:
+        from torchvision.models import alexnet  # imported on use: torchvision takes seconds
+
         super().__init__()
         self.features = pool_before_relu(alexnet(weights=None).features)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> Encoded:
-        if mask is not None:
-            raise ValueError("images have no padding: the AlexNet encoder takes no mask")
-        if min(x.shape[-2:]) < self.min_input_size:
-            height, width = x.shape[-2:]
-            raise ConfigError(
-                f"the AlexNet encoder needs images of at least {self.min_input_size} x "
-                f"{self.min_input_size} px, got {height} x {width}: set "
-                f"datasets.<name>.resolution to {self.min_input_size} or more"
-            )
-        feature_map = self.features(x)
-        h, w = feature_map.shape[-2:]
-        return Encoded(feature_map.flatten(2).transpose(1, 2), None, (h, w))
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+
+class ResNet18Encoder(ConvTrunk):
+    """torchvision's ResNet-18 up to ``layer4`` (no global pool, no classifier), randomly
+    initialised: the authors' Vision&Touch image encoder (timm ``resnet18``, ``global_pool=''``).
+
+    (B, 3, H, W) -> (B, 512, h, w), returned as h * w tokens of 512 channels: 4 x 4 at 128 px,
+    7 x 7 at 224 px. The modules keep torchvision's names (``conv1``, ``bn1``, ``layer1`` ...)
+    so the state dict is torchvision's without ``fc``. Every stride-2 layer (conv1 7/2 pad 3,
+    max-pool 3/2 pad 1, the first 3 x 3 conv and 1 x 1 shortcut of layers 2-4) maps a side s to
+    ceil(s / 2), so the map's side is ceil(H / 32): any image of 1 px or more leaves at least
+    one location, and ``min_input_size`` is 1.
+    """
+
+    out_channels = 512
+    min_input_size = 1
+    label = "ResNet-18"
+
+    def __init__(self) -> None:
+        from torchvision.models import resnet18
+
+        super().__init__()
+        net = resnet18(weights=None)
+        for name in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"):
+            setattr(self, name, getattr(net, name))
+
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
 
 def build_encoder(cfg: dict[str, Any], input_shape: Sequence[int]) -> nn.Module:
     """The encoder ``cfg`` names (a modality's resolved ``encoder`` settings) for samples of
     ``input_shape`` (without the batch axis)."""
+    from comm_repro.models.force import CausalConvEncoder
     from comm_repro.models.sequence import GRUEncoder, SequenceEncoder
-    from comm_repro.models.tabular import TabularEncoder
+    from comm_repro.models.tabular import ProprioEncoder, TabularEncoder
 
     name = cfg.get("name")
     options = {k: v for k, v in cfg.items() if k != "name"}
-    if name == "alexnet":
-        return AlexNetEncoder()
-    takes_features = {"transformer": SequenceEncoder, "gru": GRUEncoder, "mlp": TabularEncoder}
+    images = {"alexnet": AlexNetEncoder, "resnet18": ResNet18Encoder}
+    if name in images:
+        return images[name]()
+    takes_features = {
+        "transformer": SequenceEncoder,
+        "gru": GRUEncoder,
+        "causal_conv": CausalConvEncoder,
+        "mlp": TabularEncoder,
+        "proprio": ProprioEncoder,
+    }
     if name in takes_features:
         try:
             return takes_features[name](int(input_shape[-1]), **options)
         except TypeError as err:
             raise ConfigError(f"encoder {name!r}: {err}") from None
-    raise ConfigError(f"encoder {name!r} is unknown; known: alexnet, {', '.join(takes_features)}")
+    known = ", ".join([*images, *takes_features])
+    raise ConfigError(f"encoder {name!r} is unknown; known: {known}")

@@ -73,11 +73,21 @@ class FeatureTokens(nn.Module):
         self.bias = nn.Parameter(torch.randn(in_channels, dim))
 
     def forward(self, encoded: Encoded) -> torch.Tensor:
-        x = encoded.tokens.flatten(1)  # (B, C): the vector the tabular encoder returns
+        if encoded.tokens.shape[1] != 1:
+            raise ValueError(
+                "feature tokens need an encoder that returns one vector per sample, got "
+                f"{encoded.tokens.shape[1]} tokens: use tokens: step (or patch for images)"
+            )
+        x = encoded.tokens[:, 0]  # (B, C): the vector the encoder returns
         return x[..., None] * self.weight + self.bias
 
 
-def build_tokenizer(kind: str, in_channels: int, dim: int) -> nn.Module:
-    """The latent converter of a modality kind."""
-    kinds = {"image": PatchTokens, "sequence": SequenceTokens, "tabular": FeatureTokens}
-    return kinds[kind](in_channels, dim)
+TOKENIZERS = {"patch": PatchTokens, "step": SequenceTokens, "feature": FeatureTokens}
+
+
+def build_tokenizer(tokens: str, in_channels: int, dim: int) -> nn.Module:
+    """The latent converter a modality's ``tokens`` setting names (``patch``, ``step`` or
+    ``feature``; comm_repro.config.modality_tokens gives a modality's, defaults included)."""
+    if tokens not in TOKENIZERS:
+        raise ValueError(f"tokens must be one of {sorted(TOKENIZERS)}, got {tokens!r}")
+    return TOKENIZERS[tokens](in_channels, dim)

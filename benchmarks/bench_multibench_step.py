@@ -1,0 +1,108 @@
+"""CoMM training-step speed at the paper's Vision&Touch and MIMIC configurations, and the
+projected wall time of their pretraining on this machine.
+
+For each dataset named (keys of config/paper.yaml; default ``vision_touch`` -- end-effector
+regression: image 128 px through a ResNet-18 + force through the causal-conv network, embedding
+128 -- and ``mimic`` -- static features through the MLP and feature tokens, 24 hourly steps
+through the GRU, embedding 512), the script builds method ``comm``'s run as the workflow does
+(``run_config``), fills a bank with random samples of the dataset's real shapes, and times our
+step end to end: gather, both views (SimCLR at 128 px, drop + noise, noise), forward, backward,
+AdamW, at the config's batch size (64). It prints the machine, then per dataset and precision the
+median seconds per step and the projected wall time of the paper's protocol: 100 epochs x 5
+seeds over the training split (Vision&Touch: 2,400 files x 49 samples = 117,600, the authors'
+"117k"; MIMIC: 26,093, the authors' split of N = 32,616), model steps only (no probing).
+
+    python benchmarks/bench_multibench_step.py [--datasets vision_touch mimic] [--steps 3]
+        [--precisions auto|fp32|bf16 ...] [--batch-size 64] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from bench_common import OurStep, machine_line, time_alternately
+
+from comm_repro.config import run_config
+from comm_repro.data.paired import PairedBank
+from comm_repro.memory import reuse_freed_memory
+from comm_repro.train import resolve_precision, seed_everything
+
+PAPER_CONFIG = Path(__file__).resolve().parents[1] / "config" / "paper.yaml"
+# Per family: each modality's sample shape and dtype, and the training split's size.
+SHAPES = {
+    "vision_touch": {"image": (128, 128, 3), "force": (32, 6), "proprio": (8,)},
+    "mimic": {"tabular": (5,), "timeseries": (24, 12)},
+}
+TRAIN_SAMPLES = {"vision_touch": 2400 * 49, "mimic": 26_093}
+EPOCHS, SEEDS = 100, 5
+BANK = 256  # samples drawn from: enough for random batches
+
+
+def synthetic(family: str, modalities: list[dict]) -> PairedBank:
+    rng = np.random.default_rng(0)
+    banks = []
+    for m in modalities:
+        shape = SHAPES[family][m["name"]]
+        if m["kind"] == "image":
+            banks.append(rng.integers(0, 256, (BANK, *shape), dtype=np.uint8))
+        else:
+            banks.append(rng.standard_normal((BANK, *shape)).astype(np.float32))
+    return PairedBank.aligned(banks)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--datasets", nargs="+", default=["vision_touch", "mimic"])
+    parser.add_argument("--steps", type=int, default=3, help="timed steps (after one warm-up)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the config's")
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        default=["auto"],
+        choices=["auto", "fp32", "bf16"],
+        help="default: what train.precision auto runs here (bf16 only with native support: "
+        "emulated bf16 is many times slower)",
+    )
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    reuse_freed_memory()
+    paper = yaml.safe_load(PAPER_CONFIG.read_text())
+    print(machine_line(device))
+    for name in args.datasets:
+        cfg = run_config(paper, name, "comm", 0)
+        family = cfg["dataset"]["family"]
+        if family not in SHAPES:
+            raise SystemExit(
+                f"error: no sample shapes for family {family!r}; known: {list(SHAPES)}"
+            )
+        modalities = cfg["dataset"]["modalities"]
+        data = synthetic(family, modalities).to(device)
+        batch = int(args.batch_size or cfg["train"]["batch_size"])
+        steps = {}
+        for precision in dict.fromkeys(resolve_precision(device, p) for p in args.precisions):
+            seed_everything(0)
+            steps[precision] = OurStep(cfg, data, device, precision, batch)
+        times = time_alternately(steps, device, args.steps)
+        per_epoch = TRAIN_SAMPLES[family] // batch
+        what = " + ".join(f"{m['name']} ({m['encoder']['name']})" for m in modalities)
+        print(
+            f"\n{name}: {what}, embedding {cfg['model']['embed_dim']}, batch {batch}, "
+            f"{per_epoch} steps per epoch"
+        )
+        for precision, seconds in times.items():
+            median = statistics.median(seconds)
+            hours = median * per_epoch * EPOCHS * SEEDS / 3600
+            print(
+                f"  {precision}: {median:.3f} s per step (median of {len(seconds)}); "
+                f"{EPOCHS} epochs x {SEEDS} seeds: {hours:.1f} h"
+            )
+
+
+if __name__ == "__main__":
+    main()
