@@ -84,6 +84,37 @@ def on_own_splits(name: str, probe: dict[str, Any], part) -> ProbeData:
     return ProbeData(train, test, train_labels, test_labels, valid, valid_labels)
 
 
+def named_arrays_bank(
+    module, data_dir: Path, split: str, dataset: dict[str, Any], with_labels=False
+):
+    """A split's bank and its labels per declared task, for a dataset module whose
+    ``load_split`` returns a dict of arrays named by its ``MODALITIES`` (name -> kind) and
+    ``LABELS`` (MIMIC, Vision&Touch): one row per sample, no padding masks. Training banks
+    carry every label array, so which tasks the probes fit does not change a run's data
+    digest."""
+    declared(dataset, module.MODALITIES)
+    declared(dataset, dict.fromkeys(module.LABELS), "tasks")
+    loaded = module.load_split(data_dir, split)
+    labels = {t["name"]: loaded[t["labels"]] for t in dataset["tasks"]}
+    every = {k: loaded[k] for k in module.LABELS} if with_labels else None
+    bank = PairedBank.aligned([loaded[m["name"]] for m in dataset["modalities"]], None, every)
+    return bank, labels
+
+
+class NamedArraysFamily:
+    """A family whose data module (``data``, imported on use) loads splits as named arrays:
+    see :func:`named_arrays_bank`."""
+
+    module = ""  # e.g. "comm_repro.data.mimic"
+
+    @property
+    def data(self):
+        return importlib.import_module(self.module)
+
+    def pretrain_data(self, data_dir, dataset):
+        return named_arrays_bank(self.data, data_dir, "train", dataset, with_labels=True)[0]
+
+
 # ---------------------------------------------------------------------------------------------
 # Trifeature (generated)
 
@@ -234,12 +265,13 @@ class AffectFamily:
 # MIMIC-III (a pickle the user supplies, converted once)
 
 
-class MimicFamily:
+class MimicFamily(NamedArraysFamily):
     """MIMIC-III (datasets.md §2): a ``tabular`` modality (N, 5) of static patient features and
     a ``timeseries`` modality (N, 24, 12) of hourly measurements, no padding; labels ``label``
     (the chosen ICD-9 group, binary), ``icd9`` (all 20 groups) and ``mortality`` (6 classes)."""
 
     OPTIONS = ("stats", "task")
+    module = "comm_repro.data.mimic"
 
     def prepare(self, out_dir, options, source, download_to, progress):
         from comm_repro.data import mimic
@@ -262,37 +294,24 @@ class MimicFamily:
             f"{sum(manifest['non_finite_replaced'].values())} non-finite values set to 0)"
         )
 
-    @staticmethod
-    def _bank(data_dir, split, dataset, with_labels=False):
-        from comm_repro.data import mimic
-
-        declared(dataset, mimic.MODALITIES)
-        declared(dataset, dict.fromkeys(mimic.LABELS), "tasks")
-        loaded = mimic.load_split(data_dir, split)
-        labels = {t["name"]: loaded[t["labels"]] for t in dataset["tasks"]}
-        every = {k: loaded[k] for k in mimic.LABELS}
-        bank = PairedBank.aligned(
-            [loaded[m["name"]] for m in dataset["modalities"]], None, every if with_labels else None
-        )
-        return bank, labels
-
-    def pretrain_data(self, data_dir, dataset):
-        return self._bank(data_dir, "train", dataset, with_labels=True)[0]
-
     def probe_data(self, data_dir, dataset, probe):
-        return on_own_splits("mimic", probe, lambda split: self._bank(data_dir, split, dataset))
+        return on_own_splits(
+            "mimic", probe, lambda split: named_arrays_bank(self.data, data_dir, split, dataset)
+        )
 
 
 # ---------------------------------------------------------------------------------------------
 # Vision&Touch (a zip of .h5 files, converted once into memory-mapped arrays)
 
 
-class VisionTouchFamily:
+class VisionTouchFamily(NamedArraysFamily):
     """Vision&Touch (datasets.md §3): ``image`` (N, 128, 128, 3) uint8, ``force`` (N, 32, 6)
     and ``proprio`` (N, 8) float32; labels ``ee_yaw_next`` (regression), ``contact_next``
     (binary) and ``action_next``. Splits train and test only: the authors' validation split is
     the test split, so the probes choose C on the split they are scored on, as in the paper.
     The arrays stay memory-mapped (about 7 GB of images)."""
+
+    module = "comm_repro.data.vision_touch"
 
     def prepare(self, out_dir, options, source, download_to, progress):
         from comm_repro.data import vision_touch as vt
@@ -311,23 +330,6 @@ class VisionTouchFamily:
             "the authors validate on test)"
         )
 
-    @staticmethod
-    def _bank(data_dir, split, dataset, with_labels=False):
-        from comm_repro.data import vision_touch as vt
-
-        declared(dataset, vt.MODALITIES)
-        declared(dataset, dict.fromkeys(vt.LABELS), "tasks")
-        loaded = vt.load_split(data_dir, split)
-        labels = {t["name"]: loaded[t["labels"]] for t in dataset["tasks"]}
-        every = {k: loaded[k] for k in vt.LABELS}
-        bank = PairedBank.aligned(
-            [loaded[m["name"]] for m in dataset["modalities"]], None, every if with_labels else None
-        )
-        return bank, labels
-
-    def pretrain_data(self, data_dir, dataset):
-        return self._bank(data_dir, "train", dataset, with_labels=True)[0]
-
     def probe_data(self, data_dir, dataset, probe):
         """Train and test banks; ``valid`` is the test bank itself (the authors' val = test,
         datasets.md §0.5), so C is chosen on the scored split as the paper's numbers were."""
@@ -336,7 +338,7 @@ class VisionTouchFamily:
         def part(split):
             split = "test" if split == "valid" else split
             if split not in banks:
-                banks[split] = self._bank(data_dir, split, dataset)
+                banks[split] = named_arrays_bank(self.data, data_dir, split, dataset)
             return banks[split]
 
         return on_own_splits("vision_touch", probe, part)
