@@ -8,6 +8,8 @@ generator; hydra only for their command line, which the benchmarks do not run).
 
 from __future__ import annotations
 
+import functools
+
 import importlib
 import importlib.util
 import sys
@@ -121,24 +123,21 @@ def authors_comm(mmfusion: ModuleType, comm: ModuleType, cfg: dict, encoders, ad
 
 class OurStep:
     """One training step of our method as ``pretrain`` runs it, end to end: gather a batch from
-    the bank, the method's own views (augmentation), forward, backward, AdamW."""
+    the bank, the method's own step (its views, forward, backward, its optimisers)."""
 
     def __init__(self, cfg, data, device, precision, batch_size, memory_format=None):
-        method = build_method(cfg, data.sample_shapes())
+        label_shapes = {k: tuple(v.shape[1:]) for k, v in data.labels.items()}
+        method = build_method(cfg, data.sample_shapes(), label_shapes)
         self.method = method.to(device, memory_format=memory_format or torch.preserve_format)
         self.method.train()
-        wd, lr = float(cfg["train"]["weight_decay"]), float(cfg["train"]["lr"])
-        self.optimizer = torch.optim.AdamW(self.method.param_groups(wd), lr=lr)
+        self.optimizers = self.method.optimizers(cfg["train"])
         self.data, self.device = data, device
         self.precision, self.batch_size = precision, batch_size
 
     def __call__(self) -> None:
         batch = self.data.gather(torch.randint(len(self.data), (self.batch_size,)))
-        with autocast_context(self.device, self.precision):
-            loss = self.method.loss(batch)["loss"]
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        autocast = functools.partial(autocast_context, self.device, self.precision)
+        self.method.train_step(batch, self.optimizers, autocast)
 
 
 class AuthorsStep:

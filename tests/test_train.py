@@ -20,6 +20,7 @@ import torch
 from comm_repro import train
 from comm_repro.data.paired import PairedBank
 from comm_repro.errors import UserError
+from comm_repro.methods.base import Method
 from comm_repro.train import CHECKPOINT, LOG, MODEL, NonFiniteLossError, pretrain
 
 CPU = torch.device("cpu")
@@ -92,6 +93,9 @@ class _Toy(torch.nn.Module):
     def after_step(self):
         pass
 
+    optimizers = Method.optimizers
+    train_step = Method.train_step
+
 
 def _toy_run(tmp_path, nan_at_step):
     data = PairedBank(
@@ -116,7 +120,8 @@ def test_log_and_checkpoint_contents(tmp_path):
     assert {"loss", "ssl_acc", "samples_per_s"} <= set(rows[0])
     assert float(rows[1]["loss"]) < float(rows[0]["loss"])
     ckpt = torch.load(tmp_path / CHECKPOINT, weights_only=True)
-    assert ckpt["epoch"] == 2 and {"model", "optimizer", "rng"} <= set(ckpt)
+    assert ckpt["epoch"] == 2 and {"model", "optimizers", "rng"} <= set(ckpt)
+    assert set(ckpt["optimizers"]) == {"main"}
     assert summary["steps_per_epoch"] == 5
     assert not list(tmp_path.glob(".*.tmp")), "no temporary files may be left behind"
 

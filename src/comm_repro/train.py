@@ -1,8 +1,10 @@
-"""One training loop for every method: AdamW, checkpoint each epoch, resume, NaN guard, CSV log.
+"""One training loop for every method: the method's optimisers and step, an optional learning-rate
+schedule, checkpoint each epoch, resume, NaN guard, CSV log.
 
-Reading order: ``pretrain`` sets up (device, optimiser, resume), then loops over epochs; each epoch
+Reading order: ``pretrain`` sets up (device, optimisers, resume), then loops over epochs; each epoch
 draws its own permutation from (seed, epoch), so a resumed run sees exactly the batches an
-uninterrupted run would; the checkpoint holds every RNG state for the augmentations.
+uninterrupted run would; the checkpoint holds every optimiser's state and every RNG state for
+the augmentations. The learning-rate schedule is a function of the step alone, so it needs no state.
 
 What a rerun does is decided by the run's *fingerprint*: a digest of every setting that changes
 the trained weights (method, model, train but its device, augment, seed, resolved precision) and
@@ -20,6 +22,7 @@ import csv
 import functools
 import hashlib
 import json
+import math
 import os
 import random
 import re
@@ -38,6 +41,7 @@ from tqdm.auto import tqdm
 from comm_repro.atomic import atomic_path
 from comm_repro.data.paired import PairedBank
 from comm_repro.errors import CheckpointError, TrainingInterrupted, UserError
+from comm_repro.methods.base import NonFiniteLoss
 from comm_repro.provenance import cpu_info
 
 RUN_RECORD = "run.json"  # a run's resolved settings and compute, written before it trains
@@ -192,6 +196,29 @@ def load_torch_file(path: Path) -> dict[str, Any]:
     return data
 
 
+def lr_factor(train: dict[str, Any], step: int, steps_per_epoch: int) -> float:
+    """The learning rate of global ``step`` (from 0) relative to ``train.lr``: 1 throughout
+    (``schedule: constant``, the default), or ``warmup_cosine``: linear warm-up over
+    ``warmup_epochs``, then a cosine decay to 0 at the last step."""
+    schedule = train.get("schedule", "constant")
+    if schedule == "constant":
+        return 1.0
+    if schedule != "warmup_cosine":
+        raise UserError(f"train.schedule is {schedule!r}, not constant or warmup_cosine")
+    total = int(train["epochs"]) * steps_per_epoch
+    warmup = min(int(train.get("warmup_epochs", 0)) * steps_per_epoch, total)
+    if step < warmup:
+        return (step + 1) / warmup
+    decay = max(total - warmup, 1)
+    return 0.5 * (1.0 + math.cos(math.pi * min(step - warmup, decay) / decay))
+
+
+def _set_lr(optimizers: dict[str, torch.optim.Optimizer], factor: float) -> None:
+    for optimizer in optimizers.values():
+        for group in optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * factor
+
+
 def _aside(path: Path, tag: str) -> Path:
     """``checkpoint.<tag>.pt`` beside ``path``, numbered when that name is taken."""
     target, n = path.with_name(f"{path.stem}.{tag}{path.suffix}"), 1
@@ -226,7 +253,9 @@ def _load_checkpoint(
     if path.exists():
         try:
             ckpt = load_torch_file(path)
-            if not {"model", "optimizer", "rng", "epoch", "history", "fingerprint"} <= set(ckpt):
+            if not {"model", "rng", "epoch", "history", "fingerprint"} <= set(ckpt) or not (
+                {"optimizer", "optimizers"} & set(ckpt)
+            ):
                 raise CheckpointError(f"{path}: not a checkpoint of this program (missing keys)")
         except CheckpointError as err:
             aside = _aside(path, "unreadable")
@@ -276,16 +305,28 @@ def pretrain(
     channels_last = bool(train.get("channels_last", True))
     method.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     data = data.to(device)
-    optimizer = torch.optim.AdamW(
-        method.param_groups(float(train["weight_decay"])), lr=float(train["lr"])
-    )
+    optimizers = method.optimizers(train)
+    for optimizer in optimizers.values():
+        for group in optimizer.param_groups:
+            group["initial_lr"] = group["lr"]  # what the schedule scales (kept in its state)
     history: list[dict[str, Any]] = []
     start_epoch = 0
     ckpt_path = out_dir / CHECKPOINT
     ckpt = _load_checkpoint(ckpt_path, run_fingerprint, settings)
     if ckpt is not None:
         method.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
+        # Checkpoints of one-optimiser versions hold it as "optimizer".
+        saved_states = ckpt.get("optimizers") or {"main": ckpt["optimizer"]}
+        if set(saved_states) != set(optimizers):
+            raise CheckpointError(
+                f"{ckpt_path}: holds optimisers {sorted(saved_states)}, the method has "
+                f"{sorted(optimizers)}; delete it to train afresh"
+            )
+        for name, optimizer in optimizers.items():
+            initial = [group["initial_lr"] for group in optimizer.param_groups]
+            optimizer.load_state_dict(saved_states[name])
+            for group, lr in zip(optimizer.param_groups, initial):
+                group["initial_lr"] = lr
         _set_rng_state(ckpt["rng"])
         history, start_epoch = ckpt["history"], ckpt["epoch"]
         if start_epoch >= epochs:
@@ -299,13 +340,13 @@ def pretrain(
     try:
         for epoch in range(start_epoch, epochs):
             row = _train_epoch(
-                method, optimizer, data, run_cfg, epoch, steps, device, precision, progress
+                method, optimizers, data, run_cfg, epoch, steps, device, precision, progress
             )
             history.append(row)
             save_atomic(
                 {
                     "model": method.state_dict(),
-                    "optimizer": optimizer.state_dict(),
+                    "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
                     "rng": _rng_state(),
                     "epoch": epoch + 1,
                     "history": history,
@@ -330,9 +371,11 @@ def pretrain(
         ) from None
 
     write_log(history, out_dir / LOG)
+    # A method may probe with part of what it trains (fine-tuning drops its loss head).
+    probed = getattr(method, "probed_model", method)
     save_atomic(
         {
-            "model": method.state_dict(),
+            "model": probed.state_dict(),
             "config": run_cfg,
             "precision": precision,
             "cpu": cpu_info(),
@@ -352,10 +395,10 @@ def pretrain(
     }
 
 
-def _train_epoch(method, optimizer, data, run_cfg, epoch, steps, device, precision, progress):
+def _train_epoch(method, optimizers, data, run_cfg, epoch, steps, device, precision, progress):
     """One pass over ``data`` in the epoch's own order; returns the epoch's log row."""
-    seed, epochs = int(run_cfg["seed"]), int(run_cfg["train"]["epochs"])
-    batch_size = int(run_cfg["train"]["batch_size"])
+    train = run_cfg["train"]
+    seed, epochs, batch_size = int(run_cfg["seed"]), int(train["epochs"]), int(train["batch_size"])
     method.train()
     order = torch.randperm(
         len(data), generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch)
@@ -365,26 +408,26 @@ def _train_epoch(method, optimizer, data, run_cfg, epoch, steps, device, precisi
     bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
     for step in bar:
         batch = data.gather(order[step * batch_size : (step + 1) * batch_size])
-        with autocast_context(device, precision):
-            terms = method.loss(batch)
-        loss = terms["loss"]
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
-                "lower train.lr or check the inputs"
+        _set_lr(optimizers, lr_factor(train, epoch * steps + step, steps))
+        try:
+            terms = method.train_step(
+                batch, optimizers, functools.partial(autocast_context, device, precision)
             )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        method.after_step()
+        except NonFiniteLoss as err:
+            raise NonFiniteLossError(
+                f"loss is {err.value} at epoch {epoch + 1}, step {step + 1}; "
+                "lower train.lr or check the inputs"
+            ) from None
         for key, value in terms.items():
             sums[key] += value.detach().float()
         if progress and step % 10 == 0:
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+            bar.set_postfix(loss=f"{terms['loss'].item():.3f}")
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - t0
     row = {"epoch": epoch + 1, "steps": steps}
     row.update({k: round(v.item() / steps, 6) for k, v in sums.items()})
+    if train.get("schedule", "constant") != "constant":
+        row["lr"] = next(iter(optimizers.values())).param_groups[0]["lr"]
     row.update(samples_per_s=round(steps * batch_size / seconds, 2), epoch_s=round(seconds, 2))
     return row

@@ -15,8 +15,8 @@ class CMC(PooledFeatures):
     authors' CMC sees un-augmented modalities). Probe features: the concatenated pooled encoder
     outputs."""
 
-    def __init__(self, cfg, modalities, shapes) -> None:
-        super().__init__(cfg, modalities, shapes)
+    def __init__(self, cfg, modalities, shapes, targets=None) -> None:
+        super().__init__(cfg, modalities, shapes, targets)
         dim = int(self.setting("proj_dim"))
         self.heads = nn.ModuleList(
             nn.Linear(e.out_channels, dim, bias=False) for e in self.encoders

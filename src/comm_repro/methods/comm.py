@@ -23,8 +23,8 @@ class CoMM(Method):
     the kept terms as the authors' code does (same optimum, different scale).
     """
 
-    def __init__(self, cfg, modalities, shapes) -> None:
-        super().__init__(cfg, modalities, shapes)
+    def __init__(self, cfg, modalities, shapes, targets=None) -> None:
+        super().__init__(cfg, modalities, shapes, targets)
         dim = int(self.setting("embed_dim"))
         self.terms, self.reduce = self.setting("terms"), self.setting("reduce")
         if self.terms not in TERMS:

@@ -21,8 +21,8 @@ class Cross(Method):
     projections. Sequence tokens are pooled by their mean over the real (unpadded) steps, as
     feature maps by their mean over locations."""
 
-    def __init__(self, cfg, modalities, shapes) -> None:
-        super().__init__(cfg, modalities, shapes)
+    def __init__(self, cfg, modalities, shapes, targets=None) -> None:
+        super().__init__(cfg, modalities, shapes, targets)
         dim = int(self.setting("proj_dim"))
         self.projections = nn.ModuleList(
             nn.Linear(e.out_channels, dim, bias=False) for e in self.encoders

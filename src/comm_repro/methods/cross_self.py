@@ -16,8 +16,8 @@ class CrossSelf(PooledFeatures):
     modality. Probe features: the concatenated pooled encoder features (sequence tokens pooled by
     their mean over the real steps)."""
 
-    def __init__(self, cfg, modalities, shapes) -> None:
-        super().__init__(cfg, modalities, shapes)
+    def __init__(self, cfg, modalities, shapes, targets=None) -> None:
+        super().__init__(cfg, modalities, shapes, targets)
         hidden, out = int(self.setting("ssl_hidden")), int(self.setting("ssl_out"))
         self.heads = nn.ModuleList(mlp_head(e.out_channels, hidden, out) for e in self.encoders)
         self.temperature = float(self.setting("temperature"))
