@@ -9,7 +9,6 @@ generator; hydra only for their command line, which the benchmarks do not run).
 from __future__ import annotations
 
 import functools
-
 import importlib
 import importlib.util
 import sys
