@@ -24,6 +24,7 @@ from comm_repro.config import (
     check_run,
     check_study,
     data_id,
+    experiment_results,
     experiment_runs,
     load_yaml,
     modality_tokens,
@@ -410,6 +411,7 @@ def test_rows_with_their_own_datasets_and_chosen_columns_decide_the_runs(tmp_pat
             {"method": "two", "label": "two"},
             {"method": "three", "label": "three", "datasets": {"B": "b3"}},
             {"method": "two", "label": "two on b3", "datasets": {"B": "b3"}},
+            {"method": "two", "label": "two tuned", "stage": "finetune", "datasets": {"A": None}},
         ],
     }
     path = tmp_path / "config" / "tables" / "t.yaml"
@@ -422,17 +424,20 @@ def test_rows_with_their_own_datasets_and_chosen_columns_decide_the_runs(tmp_pat
             "wrong": {"table": "t", "methods": ["two"], "columns": ["C"], "seeds": [0]},
         }
     }
-    # a method's rows in the spec's order, the columns' datasets unless a row names its own;
-    # a method without a row reads the columns' datasets
+    # the rows in the spec's order, the columns' datasets unless a row names its own (none for
+    # a dash); a method without a row reads the columns' datasets
     assert [(d, m) for d, m, _ in experiment_runs(cfg, "all")] == [
         ("a", "two"),
         ("a", "three"),
         ("a", "plain"),
         ("b", "two"),
         ("b", "plain"),
-        ("b3", "two"),
         ("b3", "three"),
+        ("b3", "two"),
     ]
+    # a fine-tuned row's results: its runs' fine-tuned copies, where it has no dash
+    tuned = [(d, m) for d, m, _, stage in experiment_results(cfg, "all") if stage == "finetune"]
+    assert tuned == [("b", "two")]
     assert experiment_runs(cfg, "only_b") == [("b3", "three", 0), ("b3", "three", 1)]
     with pytest.raises(ConfigError, match=r"columns \['C'\] are not in the table spec"):
         experiment_runs(cfg, "wrong")

@@ -36,9 +36,13 @@ def write_probe(
     scores: dict,
     class_weight: str = "none",
     precision: str = "bf16",
+    stage: str = "pretrain",
 ) -> Path:
-    """A probe.json of one run: ``scores`` maps task -> balanced accuracy (a fraction)."""
+    """A probe.json of one run (of its fine-tuned copy for ``stage`` finetune): ``scores``
+    maps task -> balanced accuracy (a fraction)."""
     path = root / dataset / method / f"seed{seed}" / "probe.json"
+    if stage == "finetune":
+        path = path.parent / "finetune" / path.name
     path.parent.mkdir(parents=True)
     tasks = {
         t: {
@@ -52,6 +56,8 @@ def write_probe(
     }
     config = {"dataset": {"name": dataset}, "method": {"name": method, "kind": method}}
     pretrained = {"precision": precision, "cpu": {"model": "Test CPU", "features": []}}
+    if stage == "finetune":
+        config["stage"] = stage
     result = {"config": {**config, "seed": seed}, "tasks": tasks, "pretrained": pretrained}
     path.write_text(json.dumps(result))
     return path
@@ -126,14 +132,16 @@ def test_u_is_the_mean_of_the_tasks_within_each_run_then_over_seeds(tmp_path):
 def test_a_method_without_a_spec_row_gets_its_key_and_no_paper_values(probes, tmp_path):
     scores = dict(share=0.8, unique1=0.5, unique2=0.3, synergy=0.6)
     probes += fig4_runs(tmp_path / "more", "comm_full_only", 0, scores)
-    table, spec = fig4(probes, ["comm_full_only", "comm"])
-    assert list(dict.fromkeys(table.method)) == ["comm_full_only", "comm"]  # the order asked
+    probes += fig4_runs(tmp_path / "more", "cross", 0, scores)
+    table, spec = fig4(probes, ["comm_full_only", "cross", "comm"])
+    # The spec's rows in the paper's order, then the methods it has no row for
+    assert list(dict.fromkeys(table.method)) == ["cross", "comm", "comm_full_only"]
     own = table[table.method == "comm_full_only"]
     assert set(own.label) == {"comm_full_only"}
     assert own.paper.isna().all() and own.delta.isna().all() and own.within.isna().all()
     _, md, tex = report.write_table(table, spec, tmp_path / "t")
     lines = md.read_text().splitlines()
-    assert lines[2] == "| comm_full_only | 80.0 | 50.0 | 30.0 | 40.0 | 60.0 |"
+    assert lines[4] == "| comm_full_only | 80.0 | 50.0 | 30.0 | 40.0 | 60.0 |"
     assert lines[3].startswith("| CoMM | 70.0 ± 14.1 (paper 99.9, Δ -29.9) |")
     assert r"comm\_full\_only & 80.0 & 50.0" in tex.read_text()  # escaped for LaTeX
 
@@ -233,45 +241,97 @@ def test_every_spec_in_the_repository_loads():
         assert spec["columns"] and spec["paper"], path
 
 
-def test_table1_spec_holds_the_papers_self_supervised_rows():
+def test_table1_spec_holds_every_row_of_the_paper():
     spec = report.load_spec(TABLE1)
     columns = {c["name"]: c for c in spec["columns"]}
-    assert {n: c["dataset"] for n, c in columns.items()} == {
+    assert {n: c.get("dataset") for n, c in columns.items()} == {
         "V&T EE": "vision_touch",
         "MIMIC": "mimic",
         "MOSI": "mosi",
         "UR-FUNNY": "humor",
         "MUsTARD": "sarcasm",
+        "Avg": None,
     }
     ee = columns.pop("V&T EE")
     assert ee["metric"] == "mse" and ee["scale"] == 1e4 and ee["lower_is_better"]
+    assert columns.pop("Avg")["average"] == ["MIMIC", *AFFECT]  # the classification columns
     for column in columns.values():
         assert column["metric"] == "balanced_accuracy" and not column["lower_is_better"]
         assert column["chance"] == 50 and column["scale"] == 100
-    # Table 1 of the paper (reference/paper_numbers.md): mean, std over 5 runs.
-    published = {
-        "cross": ("Cross", [(33.09, 3.67), (66.7, 0.0), (47.8, 1.8), (50.1, 1.9), (53.5, 2.9)]),
-        "cross_self": (
-            "Cross+Self",
-            [(7.56, 0.31), (65.49, 0.0), (49.0, 1.1), (59.9, 0.9), (53.9, 4.0)],
-        ),
-        "factorcl": (
-            "FactorCL",
-            [(10.82, 0.56), (67.3, 0.0), (51.2, 1.6), (60.5, 0.8), (55.8, 0.9)],
-        ),
-        "comm": ("CoMM", [(4.55, 0.30), (66.4, 0.32), (67.5, 1.30), (63.1, 0.65), (63.9, 3.01)]),
-    }
-    rows = {row["method"]: row for row in spec["rows"]}
-    assert set(rows) == set(published)
-    for method, (label, values) in published.items():
-        assert rows[method]["label"] == label
-        assert [rows[method]["paper"][c] for c in ("V&T EE", "MIMIC", *AFFECT)] == values
+    # Table 1 of the paper (reference/paper_numbers.md): mean, std over 5 runs; the average
+    published = [
+        ("cross", "Cross", [(33.09, 3.67), (66.7, 0.0), (47.8, 1.8), (50.1, 1.9), (53.5, 2.9)], 54.52),
+        ("cross_self", "Cross+Self", [(7.56, 0.31), (65.49, 0.0), (49.0, 1.1), (59.9, 0.9), (53.9, 4.0)], 57.07),
+        ("factorcl", "FactorCL", [(10.82, 0.56), (67.3, 0.0), (51.2, 1.6), (60.5, 0.8), (55.8, 0.9)], 58.7),
+        ("comm", "CoMM", [(4.55, 0.30), (66.4, 0.32), (67.5, 1.30), (63.1, 0.65), (63.9, 3.01)], 65.22),
+        ("supcon", "SupCon", [None, (67.4, 0.0), (47.2, 1.2), (50.1, 2.0), (52.7, 2.2)], 54.35),
+        ("factorcl_sup", "FactorCL-SUP", [(1.72, 0.03), (76.8, 0.0), (69.1, 0.6), (63.5, 0.8), (69.9, 1.9)], 69.82),
+        ("comm", "CoMM fine-tuned", [(1.34, 0.01), (68.18, 0.23), (74.98, 0.43), (65.96, 0.44), (70.42, 0.15)], 69.88),
+    ]  # fmt: skip
+    assert [(r["method"], r["label"]) for r in spec["rows"]] == [p[:2] for p in published]
+    for row, (_, _, values, average) in zip(spec["rows"], published):
+        assert [row["paper"].get(c) for c in ("V&T EE", "MIMIC", *AFFECT)] == values
+        assert row["paper"]["Avg"][0] == average
+    stages = [row["stage"] for row in spec["rows"]]
+    assert stages == ["pretrain"] * 6 + ["finetune"]
+    assert spec["rows"][4]["datasets"] == {"V&T EE": None}  # SupCon: a dash, no run
     assert spec["figure"]["columns"] == ["MIMIC", *AFFECT]  # one axis: the accuracies
     # The affect columns alone, as experiment table1_affect shows them
     affect = report.load_spec(TABLE1, AFFECT)
     assert [c["name"] for c in affect["columns"]] == AFFECT
     assert affect["figure"]["columns"] == AFFECT
     assert all(set(row["paper"]) == set(AFFECT) for row in affect["rows"])
+
+
+def test_dashes_averages_and_fine_tuned_rows(tmp_path):
+    spec = {**_minimal(), "scale": 100}
+    spec["columns"] += [
+        {"name": "B", "dataset": "e", "task": "t"},
+        {"name": "Avg", "average": ["A", "B"]},
+    ]
+    spec["rows"] = [
+        {"method": "m", "label": "m", "paper": {"A": 10.0, "Avg": 20.0}},
+        {"method": "m", "label": "m tuned", "stage": "finetune", "paper": {"A": 30.0}},
+        {"method": "s", "label": "s", "datasets": {"A": None}, "paper": {"A": 5.0}},
+    ]
+    spec = report.check_spec(spec, "spec.yaml")
+    paths = [
+        write_probe(tmp_path, "d", "m", 0, {"t": 0.1}),
+        write_probe(tmp_path, "e", "m", 0, {"t": 0.3}),
+        write_probe(tmp_path, "e", "s", 0, {"t": 0.5}),
+    ]
+    for dataset, value in (("d", 0.6), ("e", 0.8)):  # the fine-tuned copies
+        paths.append(write_probe(tmp_path, dataset, "m", 0, {"t": value}, stage="finetune"))
+    table = report.build_table(spec, report.load_probes(paths), ["m", "s"])
+    cells = {(r.label, r.column): (r.mean, r.n_seeds) for r in table.itertuples()}
+    assert cells[("m", "A")] == (pytest.approx(10.0), 1)
+    assert cells[("m tuned", "A")] == (pytest.approx(60.0), 1)
+    assert cells[("m", "Avg")] == (pytest.approx(20.0), 1)  # mean of 10 and 30
+    assert cells[("m tuned", "Avg")] == (pytest.approx(70.0), 1)
+    assert math.isnan(cells[("s", "A")][0]) and cells[("s", "A")][1] == 0
+    assert math.isnan(cells[("s", "Avg")][0])  # an average over a dash is none
+    md = report._wide(table, spec, tex=False).set_index("Method")
+    assert md.loc["s", "A"] == "– (paper 5.0)"
+    assert md.loc["m", "Avg"].startswith("20.0 (paper 20.0")
+    note = report.table_note(table, spec)
+    assert "Avg the mean of A, B" in note and "row s: no run for A" in note
+    assert "n = 1 seeds" in note or "n = 1 seed" in note
+    card = report.scorecard({"t": table})
+    assert ("s", "A") not in set(zip(card.label, card.column))  # a dash is not compared
+
+
+@pytest.mark.parametrize(
+    ("edit", "named"),
+    [
+        (lambda s: s["columns"].append({"name": "X", "average": ["nope"]}), "columns[1].average"),
+        (lambda s: s["rows"][0].update(stage="later"), "rows[0].stage"),
+    ],
+)
+def test_bad_averages_and_stages_are_named(edit, named):
+    spec = _minimal()
+    edit(spec)
+    with pytest.raises(ConfigError, match=named.replace("[", r"\[").replace("]", r"\]")):
+        report.check_spec(spec, "spec.yaml")
 
 
 def test_table3_spec_reads_the_three_modality_datasets_in_its_own_rows():
@@ -515,11 +575,17 @@ def test_a_table_from_another_spec_is_refused(probes, tmp_path):
 
 def affect_probes(root: Path) -> list[Path]:
     """CoMM on the three affect datasets, two seeds: MOSI 66/68 (paper 67.5 ± 1.30: within),
-    UR-FUNNY 50/52 (paper 63.1 ± 0.65: not), MUsTARD 64/64 (paper 63.9 ± 3.01: within)."""
-    values = {"mosi": (0.66, 0.68), "humor": (0.50, 0.52), "sarcasm": (0.64, 0.64)}
+    UR-FUNNY 50/52 (paper 63.1 ± 0.65: not), MUsTARD 64/64 (paper 63.9 ± 3.01: within); and
+    fine-tuned: MOSI 74/76 (paper 74.98 ± 0.43: within), UR-FUNNY 60/60 (paper 65.96 ± 0.44:
+    not), MUsTARD 70/71 (paper 70.42 ± 0.15: within)."""
+    values = {
+        "pretrain": {"mosi": (0.66, 0.68), "humor": (0.50, 0.52), "sarcasm": (0.64, 0.64)},
+        "finetune": {"mosi": (0.74, 0.76), "humor": (0.60, 0.60), "sarcasm": (0.70, 0.71)},
+    }
     return [
-        write_probe(root, dataset, "comm", seed, {"label": pair[seed]})
-        for dataset, pair in values.items()
+        write_probe(root, dataset, "comm", seed, {"label": pair[seed]}, stage=stage)
+        for stage, by_dataset in values.items()
+        for dataset, pair in by_dataset.items()
         for seed in (0, 1)
     ]
 
@@ -536,16 +602,14 @@ def test_scorecard_lists_every_cell_with_a_paper_value(probes, tmp_path):
         ("fig4_trifeatures", "U1"),
         ("fig4_trifeatures", "U"),
         ("fig4_trifeatures", "S"),
-        ("table1_affect", "MOSI"),
-        ("table1_affect", "UR-FUNNY"),
-        ("table1_affect", "MUsTARD"),
+        *[("table1_affect", column) for column in AFFECT * 2],  # CoMM, CoMM fine-tuned
     ]
     # S: 60 ± 14.1 against 71.9 ± 2.0 lies within our std.
-    assert list(card.within) == [False, False, False, True, True, False, True]
+    assert list(card.within) == [False, False, False, True, True, False, True, True, False, True]
     mosi = card.iloc[4]
     assert (mosi.label, mosi.n_seeds, mosi.paper, mosi.paper_std) == ("CoMM", 2, 67.5, 1.3)
     assert mosi["mean"] == pytest.approx(67.0) and mosi.delta == pytest.approx(-0.5)
-    assert report.scorecard_summary(card).startswith("3 of 7 cells within")
+    assert report.scorecard_summary(card).startswith("5 of 10 cells within")
 
 
 def test_index_opens_with_the_scorecard_read_from_the_table_csvs(probes, tmp_path):

@@ -20,7 +20,7 @@ import torch
 from comm_repro import train
 from comm_repro.data.paired import PairedBank
 from comm_repro.errors import UserError
-from comm_repro.methods.base import Method
+from comm_repro.methods.base import Trainable
 from comm_repro.train import CHECKPOINT, LOG, MODEL, NonFiniteLossError, pretrain
 
 CPU = torch.device("cpu")
@@ -72,7 +72,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tiny_config, trifeature_
     assert rows_full == rows_killed
 
 
-class _Toy(torch.nn.Module):
+class _Toy(Trainable):
     """A one-parameter 'method' whose loss turns NaN at a chosen step."""
 
     def __init__(self, nan_at_step: int | None):
@@ -93,18 +93,13 @@ class _Toy(torch.nn.Module):
     def after_step(self):
         pass
 
-    optimizers = Method.optimizers
-    train_step = Method.train_step
 
-
-def _toy_run(tmp_path, nan_at_step):
+def _toy_run(tmp_path, nan_at_step, epochs=2):
     data = PairedBank(
         [torch.arange(40, dtype=torch.uint8).view(40, 1)], torch.arange(40).view(40, 1)
     )
-    cfg = {
-        "seed": 0,
-        "train": {"epochs": 2, "batch_size": 8, "lr": 0.01, "weight_decay": 0.0, "device": "cpu"},
-    }
+    train = {"epochs": epochs, "batch_size": 8, "lr": 0.01, "weight_decay": 0.0, "device": "cpu"}
+    cfg = {"seed": 0, "train": train}
     return pretrain(_Toy(nan_at_step), data, cfg, tmp_path, CPU, "fp32", progress=False)
 
 
@@ -387,3 +382,22 @@ def test_ctrl_c_says_where_training_stopped_and_how_to_resume(
     assert f"rerunning the same command resumes from epoch {done + 1}" in err
     assert len(err.strip().splitlines()) == 1, err
     assert not (out / MODEL).exists()
+
+
+def test_a_checkpoint_of_the_one_optimiser_format_still_resumes(tmp_path):
+    """Checkpoints written before methods owned several optimisers hold one, as "optimizer"."""
+    _toy_run(tmp_path / "full", nan_at_step=None)  # 2 epochs
+    # The state after epoch 1, from a 1-epoch run (the same batches, constant learning rate),
+    # in the old format under the 2-epoch run's fingerprint
+    _toy_run(tmp_path / "one", nan_at_step=None, epochs=1)
+    first = torch.load(tmp_path / "one" / CHECKPOINT, weights_only=True)
+    final = torch.load(tmp_path / "full" / CHECKPOINT, weights_only=True)
+    first["optimizer"] = first.pop("optimizers")["main"]
+    first["fingerprint"] = final["fingerprint"]
+    (tmp_path / "old").mkdir()
+    torch.save(first, tmp_path / "old" / CHECKPOINT)
+    resumed = _toy_run(tmp_path / "old", nan_at_step=None)
+    assert resumed["resumed_from_epoch"] == 1
+    a = torch.load(tmp_path / "full" / MODEL, weights_only=True)["model"]
+    b = torch.load(tmp_path / "old" / MODEL, weights_only=True)["model"]
+    assert torch.equal(a["w"], b["w"])

@@ -154,20 +154,25 @@ def test_a_missing_command_line_stops_the_workflow_with_a_hint(tmp_path):
 def test_paper_protocol_plans_fig4_table1_and_table3_with_five_seeds(tmp_path):
     result = snakemake(workdir_for(tmp_path), "-n", "-p", "--configfile", "config/paper.yaml")
     jobs = planned_jobs(result.stdout)
-    fig4 = 5 * 2 * 3  # seeds x datasets (unbiased, biased pairs) x methods
-    table1 = 5 * 5 * 3  # seeds x datasets (V&T EE, MIMIC, MOSI, UR-FUNNY, MUsTARD) x methods
+    fig4 = 5 * 2 * 4  # seeds x datasets (unbiased, biased pairs) x methods (with FactorCL)
+    # seeds x (5 datasets (V&T EE, MIMIC, MOSI, UR-FUNNY, MUsTARD) x Cross, Cross+Self,
+    # FactorCL, CoMM, FactorCL-SUP + 4 datasets x SupCon, which has no V&T EE cell)
+    table1 = 5 * (5 * 5 + 4)
     # Table 3 beyond Table 1's runs: V&T contact on two modalities x 3 methods, and V&T contact
     # and UR-FUNNY on three x (CMC, CoMM); UR-FUNNY on two is Table 1's
     table3 = 5 * (3 + 2 * 2)
     runs = fig4 + table1 + table3
+    finetuned = 5 * 5  # CoMM fine-tuned: seeds x Table 1's datasets
     for rule in ("pretrain", "probe", "run_settings", "probe_settings"):
         assert jobs[rule] == runs, rule
+    for rule in ("finetune", "finetune_settings", "probe_finetuned"):
+        assert jobs[rule] == finetuned, rule
     assert jobs["prepare"] == 6  # Trifeature (generated), the affect files, MIMIC's, V&T's
     tables = ("fig4_trifeatures", "table1", "table1_affect", "table3")
     for rule in ("table", "figure_table", "figure_training_curves", "report_notebook"):
         assert jobs[rule] == len(tables), rule
     # table, its figure, training curves, report notebook and its html; the index, all
-    assert sum(jobs.values()) == 4 * runs + 6 + 5 * len(tables) + 1 + 1
+    assert sum(jobs.values()) == 4 * runs + 3 * finetuned + 6 + 5 * len(tables) + 1 + 1
     for seed in range(5):
         for dataset, method in (
             ("mosi", "comm"),
@@ -176,9 +181,15 @@ def test_paper_protocol_plans_fig4_table1_and_table3_with_five_seeds(tmp_path):
             ("vision_touch_contact", "cross"),
             ("vision_touch_tri", "cmc"),
             ("humor_tri", "comm"),
+            ("trifeatures_synergy", "factorcl"),
+            ("vision_touch", "factorcl_sup"),
+            ("sarcasm", "supcon"),
         ):
             assert f"results/runs/{dataset}/{method}/seed{seed}/probe.json" in result.stdout
+        for dataset in ("vision_touch", "mimic", "mosi", "humor", "sarcasm"):
+            assert f"results/runs/{dataset}/comm/seed{seed}/finetune/probe.json" in result.stdout
     assert "results/runs/vision_touch_tri/cross/" not in result.stdout  # no such row
+    assert "results/runs/vision_touch/supcon/" not in result.stdout  # a dash in Table 1
     assert "comm-repro prepare sarcasm" in result.stdout
     assert "comm-repro prepare mimic --option stats=all task=7" in result.stdout
     assert "comm-repro prepare vision_touch " in result.stdout

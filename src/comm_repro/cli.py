@@ -5,6 +5,7 @@ comm-repro prepare mosi|humor|sarcasm [--source FILE | --download-to PATH] --out
 comm-repro prepare mimic --source im.pk --out DIR
 comm-repro prepare vision_touch [--source FOLDER|ZIP | --download-to PATH] --out DIR
 comm-repro pretrain --config CFG --dataset NAME --method NAME --seed S --data DIR --out RUN_DIR
+comm-repro finetune --run RUN_DIR --data DIR --out RUN_DIR/finetune [--settings FT.yaml]
 comm-repro probe --run RUN_DIR --data DIR --out probe.json
 comm-repro table --spec SPEC.yaml --probes P.json ... --methods M ... [--columns C ...] --out PREFIX
 comm-repro figure table --spec SPEC.yaml --table PREFIX.csv [--columns C ...] --out PREFIX
@@ -144,7 +145,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     data = family(run_cfg["dataset"]["family"]).pretrain_data(Path(args.data), run_cfg["dataset"])
     seed_everything(run_cfg["seed"])
-    method = build_method(run_cfg, data.sample_shapes())
+    method = build_method(run_cfg, data.sample_shapes(), _label_shapes(data))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     compute = {"device": str(device), "precision": precision}
@@ -164,25 +165,107 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _label_shapes(data) -> dict[str, tuple[int, ...]]:
+    """Each label array's sample shape in a training bank (methods that train with labels are
+    sized by them)."""
+    return {name: tuple(labels.shape[1:]) for name, labels in data.labels.items()}
+
+
+def _run_files(run: Path) -> tuple[dict, dict, dict]:
+    """A trained run's record (run.json, without its compute), compute, and model weights
+    with what model.pt says of them; errors say how to make or rewrite them (with `pretrain`,
+    or `finetune` for a fine-tuned run)."""
+    from comm_repro.train import MODEL, RUN_RECORD, load_torch_file
+
+    model_path, record_path = run / MODEL, run / RUN_RECORD
+    step = "finetune" if run.name == "finetune" else "pretrain"
+    for path in (record_path, model_path):
+        if not path.exists():
+            raise ConfigError(f"{path} not found: run `comm-repro {step} ... --out {run}` first")
+    record = load_json(record_path)
+    step = "finetune" if record.get("stage") == "finetune" else "pretrain"
+    compute = record.pop("compute", {})
+    try:
+        saved = load_torch_file(model_path)
+        weights = saved["model"]
+    except (CheckpointError, KeyError) as err:
+        raise CheckpointError(
+            f"{model_path} is unusable ({err}): write it again from the run's checkpoint with "
+            f"`snakemake {model_path} --forcerun {step}` or the run's `comm-repro {step}` command"
+        ) from None
+    return record, compute, {"weights": weights, **saved}
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from comm_repro.config import finetune_run
+    from comm_repro.data.registry import family
+    from comm_repro.finetune import DEFAULT_TEMPERATURE, FineTune, fine_tune_task
+    from comm_repro.methods import build_method
+    from comm_repro.provenance import provenance
+    from comm_repro.train import (
+        RUN_RECORD,
+        pretrain,
+        resolve_compute,
+        seed_everything,
+        state_digest,
+    )
+
+    _setup_compute(args.threads)
+    t0 = time.perf_counter()
+    run = Path(args.run)
+    record, _, saved = _run_files(run)
+    if record.get("stage") == "finetune":
+        raise ConfigError(f"{run} is a fine-tuned run: give the pretrained run it started from")
+    finetune = record.get("finetune") or {}
+    source = str(run / RUN_RECORD)
+    if args.settings is not None:
+        settings = load_yaml(args.settings)
+        check(settings, "finetune_settings", str(args.settings))
+        finetune, source = settings["finetune"], f"{source} and {args.settings}"
+    run_cfg = finetune_run(record, finetune)
+    run_cfg["finetune_of"] = {"model": state_digest(saved["weights"])}
+    run_cfg = apply_overrides(run_cfg, args.set or [])
+    check_run(run_cfg, source=_source(source, args.set))
+    run_cfg = with_task_defaults(run_cfg)
+    device, precision = resolve_compute(run_cfg["train"], _device(args))
+    data = family(run_cfg["dataset"]["family"]).pretrain_data(Path(args.data), run_cfg["dataset"])
+    seed_everything(run_cfg["seed"])
+    method = build_method(run_cfg, data.sample_shapes(), _label_shapes(data))
+    method.load_state_dict(saved["weights"])
+    task = fine_tune_task(method.targets, run_cfg["finetune"].get("task"))
+    model = FineTune(method, task, run_cfg["finetune"].get("temperature", DEFAULT_TEMPERATURE))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    compute = {"device": str(device), "precision": precision}
+    write_json(out / RUN_RECORD, {**run_cfg, "compute": compute})  # before training
+    summary = pretrain(model, data, run_cfg, out, device, precision, progress=not args.quiet)
+    write_json(
+        out / "finetune.json",
+        {
+            "seed": run_cfg["seed"],
+            "config": run_cfg,
+            "task": task["name"],
+            "summary": summary,
+            "n_train_samples": len(data),
+            "wall_s": round(time.perf_counter() - t0, 2),
+            **provenance(device),
+        },
+    )
+    return 0
+
+
 def cmd_probe(args: argparse.Namespace) -> int:
     from comm_repro.data.registry import family
     from comm_repro.evaluate import probe_all
     from comm_repro.methods import build_method
     from comm_repro.provenance import provenance
-    from comm_repro.train import MODEL, RUN_RECORD, load_torch_file, resolve_compute
+    from comm_repro.train import RUN_RECORD, resolve_compute
 
     _setup_compute(args.threads)
     t0 = time.perf_counter()
     run = Path(args.run)
-    model_path, record_path = run / MODEL, run / RUN_RECORD
-    for path in (record_path, model_path):
-        if not path.exists():
-            raise ConfigError(
-                f"{path} not found: run `comm-repro pretrain ... --out {args.run}` first"
-            )
-    record = load_json(record_path)
-    compute = record.pop("compute", {})
-    run_cfg, source = record, str(record_path)
+    record, compute, saved = _run_files(run)
+    run_cfg, source = record, str(run / RUN_RECORD)
     if args.settings is not None:
         probe_settings = load_yaml(args.settings)
         check(probe_settings, "probe_settings", str(args.settings))
@@ -191,21 +274,16 @@ def cmd_probe(args: argparse.Namespace) -> int:
     run_cfg = apply_overrides(run_cfg, args.set or [])
     check_run(run_cfg, probe=True, source=_source(source, args.set))
     run_cfg = with_task_defaults(run_cfg)
-    try:
-        saved = load_torch_file(model_path)
-        weights = saved["model"]
-        pretrained = {"precision": saved.get("precision"), "cpu": saved.get("cpu")}
-    except (CheckpointError, KeyError) as err:
-        raise CheckpointError(
-            f"{model_path} is unusable ({err}): write it again from the run's checkpoint with "
-            f"`snakemake {model_path} --forcerun pretrain` or the run's `comm-repro pretrain` "
-            "command"
-        ) from None
+    weights = saved["weights"]
+    pretrained = {"precision": saved.get("precision"), "cpu": saved.get("cpu")}
     # Features in the run's precision setting, resolved for the device this job has.
     device, precision = resolve_compute(run_cfg["train"], _device(args))
     dataset = run_cfg["dataset"]
     data = family(dataset["family"]).probe_data(Path(args.data), dataset, run_cfg["probe"])
-    method = build_method(run_cfg, data.train.sample_shapes())
+    label_shapes = {
+        t["labels"]: tuple(data.train_labels[t["name"]].shape[1:]) for t in dataset["tasks"]
+    }
+    method = build_method(run_cfg, data.train.sample_shapes(), label_shapes)
     method.load_state_dict(weights)
     method.to(device)
     result = probe_all(
@@ -333,6 +411,24 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="overrides, e.g. train.epochs=5")
     _add_runtime_options(p)
     p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser(
+        "finetune", help="supervised fine-tuning of a pretrained CoMM run (a copy beside it)"
+    )
+    p.add_argument("--run", required=True, type=Path, help="the pretrained run directory")
+    p.add_argument("--data", required=True, type=Path, help="prepared dataset directory")
+    p.add_argument(
+        "--out", required=True, type=Path, help="its own run directory (resumes if present)"
+    )
+    p.add_argument(
+        "--settings",
+        type=Path,
+        help="fine-tuning settings replacing the run's finetune section (the workflow's "
+        "finetune_settings.yaml)",
+    )
+    p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="overrides, e.g. train.epochs=5")
+    _add_runtime_options(p)
+    p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("probe", help="linear probes on frozen features of a pretrained run")
     p.add_argument("--run", required=True, type=Path, help="run directory (run.json, model.pt)")

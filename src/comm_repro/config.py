@@ -184,7 +184,7 @@ def _section(cfg: dict[str, Any], key: str) -> dict[str, Any]:
 
 
 # Sections holding defaults that a dataset and then a method may override, key by key.
-OVERRIDABLE = ("model", "encoders", "augment", "train", "probe")
+OVERRIDABLE = ("model", "encoders", "augment", "train", "finetune", "probe")
 # Per modality kind: which `encoders:` / `augment:` entry a modality takes by default.
 DEFAULT_METRIC = {
     "binary": "balanced_accuracy",
@@ -289,6 +289,7 @@ def run_config(cfg: dict[str, Any], dataset: str, method: str, seed: int) -> dic
         "method": {"name": method, "kind": kind, **copy.deepcopy(params)},
         "model": sections["model"],
         "train": sections["train"],
+        "finetune": sections["finetune"],
         "probe": sections["probe"],
         "seed": int(seed),
     }
@@ -305,9 +306,27 @@ def with_task_defaults(run_cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def pretrain_settings(run_cfg: dict[str, Any]) -> dict[str, Any]:
-    """What the pretraining of a run reads: its settings without the probe section (so that a
-    probe setting reruns the probes only)."""
-    return {k: v for k, v in run_cfg.items() if k != "probe"}
+    """What the pretraining of a run reads: its settings without the probe and fine-tuning
+    sections (so that a probe setting reruns the probes only, a fine-tuning setting the
+    fine-tuning and what follows)."""
+    return {k: v for k, v in run_cfg.items() if k not in ("probe", "finetune")}
+
+
+def finetune_settings(run_cfg: dict[str, Any]) -> dict[str, Any]:
+    """What the fine-tuning of a run reads beside the pretrained run's record."""
+    return {"finetune": run_cfg.get("finetune") or {}}
+
+
+FINETUNE_KEYS = ("temperature", "task")  # fine-tuning settings of its loss, not of training
+
+
+def finetune_run(record: dict[str, Any], finetune: dict[str, Any]) -> dict[str, Any]:
+    """The settings a fine-tuning trains with: the pretrained run's (``record``, its run.json),
+    its train section overlaid with the fine-tuning's own training keys, ``stage: finetune``
+    and the fine-tuning settings themselves."""
+    own = {k: v for k, v in finetune.items() if k not in FINETUNE_KEYS}
+    run = {k: v for k, v in record.items() if k not in ("compute", "probe")}
+    return {**run, "train": merged(run["train"], own), "finetune": finetune, "stage": "finetune"}
 
 
 def check_study(cfg: dict[str, Any], source: str = "") -> None:
@@ -358,23 +377,41 @@ def table_spec_path(name: str) -> Path:
 
 
 def table_rows(spec: dict[str, Any], methods: list[str]) -> list[dict[str, Any]]:
-    """The rows a table of ``methods`` has, in the order of ``methods``: each method's rows in
-    the spec (in the spec's order), or a plain row (``{"method": m}``) for a method the spec has
-    none of. A spec may give one method several rows that read other datasets (``datasets:``),
-    e.g. CoMM on two and on three modalities."""
+    """The rows a table of ``methods`` has: the spec's rows of those methods in the spec's
+    (the paper's) order, then a plain row (``{"method": m}``) for each method the spec has
+    none of, in the order of ``methods``. A spec may give one method several rows that read
+    other datasets (``datasets:``) or another stage (``stage: finetune``), e.g. CoMM on two
+    and on three modalities, or pretrained and fine-tuned."""
     rows = spec.get("rows") or []
-    return [
-        row
-        for method in methods
-        for row in ([r for r in rows if r.get("method") == method] or [{"method": method}])
+    known = {r.get("method") for r in rows}
+    return [r for r in rows if r.get("method") in methods] + [
+        {"method": m} for m in methods if m not in known
     ]
 
 
-def row_datasets(spec: dict[str, Any], row: dict[str, Any]) -> dict[str, str]:
+STAGES = ("pretrain", "finetune")
+
+
+def row_stage(row: dict[str, Any]) -> str:
+    """Which results a table row shows: the probes of the pretrained runs (default) or of their
+    fine-tuned copies (``stage: finetune``)."""
+    stage = row.get("stage", "pretrain")
+    if stage not in STAGES:
+        raise ConfigError(f"a table row's stage is {stage!r}, not one of {', '.join(STAGES)}")
+    return stage
+
+
+def row_datasets(spec: dict[str, Any], row: dict[str, Any]) -> dict[str, str | None]:
     """Column name -> the dataset whose runs fill that column in ``row``: the column's own
-    dataset unless the row names another (``datasets: {column: dataset}``)."""
+    dataset unless the row names another (``datasets: {column: dataset}``), None where the row
+    names none (``datasets: {column: null}``: the method does not apply there, the cell shows
+    a dash). Columns that average other columns (``average:``) read no dataset."""
     own = row.get("datasets") or {}
-    return {col["name"]: own.get(col["name"], col["dataset"]) for col in spec.get("columns") or []}
+    return {
+        col["name"]: own.get(col["name"], col["dataset"])
+        for col in spec.get("columns") or []
+        if "dataset" in col
+    }
 
 
 def select_columns(spec: dict[str, Any], names: list[str] | None) -> dict[str, Any]:
@@ -419,19 +456,28 @@ def experiment_spec(cfg: dict[str, Any], name: str) -> dict[str, Any]:
     return select_columns(load_yaml(table_spec_path(exp["table"])), exp.get("columns"))
 
 
-def experiment_runs(cfg: dict[str, Any], name: str) -> list[tuple[str, str, int]]:
-    """The (dataset, method, seed) runs of experiment ``name``: for each row of its table (see
-    :func:`table_rows`), the dataset of each column (:func:`row_datasets`), times its seeds."""
+def experiment_results(cfg: dict[str, Any], name: str) -> list[tuple[str, str, int, str]]:
+    """The (dataset, method, seed, stage) probe results of experiment ``name``: for each row of
+    its table (see :func:`table_rows`), the dataset of each column (:func:`row_datasets`, none
+    where the row has a dash) at the row's stage (:func:`row_stage`), times its seeds."""
     exp = cfg["experiments"][name]
     spec = experiment_spec(cfg, name)
-    pairs = [
-        (dataset, row["method"])
+    cells = [
+        (dataset, row["method"], row_stage(row))
         for row in table_rows(spec, list(exp["methods"]))
         for dataset in row_datasets(spec, row).values()
+        if dataset is not None
     ]
-    order = list(dict.fromkeys(d for d, _ in pairs))  # by dataset first, as the columns go
-    pairs = sorted(dict.fromkeys(pairs), key=lambda pair: order.index(pair[0]))
-    return [(d, m, int(s)) for d, m in pairs for s in exp["seeds"]]
+    order = list(dict.fromkeys(d for d, _, _ in cells))  # by dataset first, as the columns go
+    cells = sorted(dict.fromkeys(cells), key=lambda cell: order.index(cell[0]))
+    return [(d, m, int(s), stage) for d, m, stage in cells for s in exp["seeds"]]
+
+
+def experiment_runs(cfg: dict[str, Any], name: str) -> list[tuple[str, str, int]]:
+    """The (dataset, method, seed) runs experiment ``name`` pretrains (a fine-tuned result
+    needs its pretrained run)."""
+    runs = [(d, m, s) for d, m, s, _ in experiment_results(cfg, name)]
+    return list(dict.fromkeys(runs))
 
 
 def study_runs(cfg: dict[str, Any]) -> list[tuple[str, str, int]]:

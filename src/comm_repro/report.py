@@ -3,7 +3,8 @@ and the report index. Reads the JSON/CSV files the runs wrote; trains nothing.
 
 A paper table is data: its spec (``config/tables/<experiment>.yaml``, format in
 config/README.md, "Paper tables") names the columns (dataset, probe task or tasks, metric,
-chance level), the rows (one per method) and the paper's mean and std of each cell.
+chance level; or an average of other columns), the rows (a method at a stage, pretrained or
+fine-tuned) and the paper's mean and std of each cell.
 :func:`build_table` fills it from the probes, :func:`write_table` and :func:`plot_table` write
 it out, and :func:`scorecard` collects every cell that has a paper value for the index page."""
 
@@ -25,6 +26,7 @@ from comm_repro.config import (
     ConfigError,
     load_yaml,
     row_datasets,
+    row_stage,
     select_columns,
     table_rows,
 )
@@ -40,8 +42,18 @@ class ResultsError(UserError, ValueError):
 # Table specs
 
 SPEC_KEYS = ("title", "paper", "metric", "scale", "note", "columns", "rows", "figure")
-COLUMN_KEYS = ("name", "dataset", "task", "tasks", "metric", "scale", "chance", "lower_is_better")
-ROW_KEYS = ("method", "label", "datasets", "paper")
+COLUMN_KEYS = (
+    "name",
+    "dataset",
+    "task",
+    "tasks",
+    "average",
+    "metric",
+    "scale",
+    "chance",
+    "lower_is_better",
+)
+ROW_KEYS = ("method", "label", "stage", "datasets", "paper")
 FIGURE_KEYS = ("columns", "labels", "ylabel", "ylim")
 
 
@@ -105,8 +117,29 @@ def _paper_value(value: Any, source: str, key: str) -> tuple[float, float]:
     return mean, _number(values[1], source, f"{key} std")
 
 
-def _check_column(node: Any, i: int, spec: dict, source: str) -> dict:
+def _check_average(node: Any, where: str, earlier: list[dict], source: str) -> dict:
+    """A column that shows, per row, the mean of earlier columns' means (the paper's average
+    over the classification columns); they must share one metric."""
+    node = _mapping(node, ("name", "average", "chance"), ("name", "average"), source, where)
+    names = [c["name"] for c in earlier]
+    averaged = _names(node["average"], source, f"{where}.average", names)
+    picked = [c for c in earlier if c["name"] in averaged]
+    if len({(c["metric"], c["scale"], c["lower_is_better"]) for c in picked}) > 1:
+        _fail(source, f"{where}.average", "the averaged columns must share metric and scale")
+    chance = node.get("chance")
+    return {
+        **{k: picked[0][k] for k in ("metric", "scale", "lower_is_better")},
+        "name": _string(node["name"], source, f"{where}.name"),
+        "average": averaged,
+        "tasks": [],
+        "chance": None if chance is None else _number(chance, source, f"{where}.chance"),
+    }
+
+
+def _check_column(node: Any, i: int, spec: dict, source: str, earlier: list[dict]) -> dict:
     where = f"columns[{i}]"
+    if isinstance(node, dict) and "average" in node:
+        return _check_average(node, where, earlier, source)
     node = _mapping(node, COLUMN_KEYS, ("name", "dataset"), source, where)
     if ("task" in node) == ("tasks" in node):
         _fail(source, where, "give either task (one probe task) or tasks (their mean per run)")
@@ -148,10 +181,19 @@ def _check_row(node: Any, i: int, names: list[str], source: str) -> dict:
                 _fail(
                     source, f"{where}.{part}.{key}", f"not a column (columns: {', '.join(names)})"
                 )
+    try:
+        stage = row_stage(node)
+    except ConfigError as err:
+        _fail(source, f"{where}.stage", str(err))
     return {
         "method": method,
         "label": _string(node.get("label", method), source, f"{where}.label"),
-        "datasets": {k: _string(v, source, f"{where}.datasets.{k}") for k, v in datasets.items()},
+        "stage": stage,
+        # null: the method does not apply to that column (a dash in the table)
+        "datasets": {
+            k: None if v is None else _string(v, source, f"{where}.datasets.{k}")
+            for k, v in datasets.items()
+        },
         "paper": {k: _paper_value(v, source, f"{where}.paper.{k}") for k, v in paper.items()},
     }
 
@@ -190,7 +232,9 @@ def check_spec(raw: Any, source: str) -> dict:
     spec = {**spec, "scale": _number(spec.get("scale", 1), source, "scale", positive=True)}
     if not isinstance(spec["columns"], list) or not spec["columns"]:
         _fail(source, "columns", f"must be a non-empty list, got {spec['columns']!r}")
-    columns = [_check_column(node, i, spec, source) for i, node in enumerate(spec["columns"])]
+    columns: list[dict] = []
+    for i, node in enumerate(spec["columns"]):
+        columns.append(_check_column(node, i, spec, source, columns))
     names = [c["name"] for c in columns]
     for i, name in enumerate(names):
         if name in names[:i]:
@@ -200,14 +244,14 @@ def check_spec(raw: Any, source: str) -> dict:
     rows = [_check_row(node, i, names, source) for i, node in enumerate(spec["rows"])]
     # A method may have several rows where each reads other datasets (two and three modalities).
     labels = [row["label"] for row in rows]
-    runs = [(row["method"], sorted(row["datasets"].items())) for row in rows]
+    runs = [(row["method"], row["stage"], sorted(row["datasets"].items())) for row in rows]
     for i, row in enumerate(rows):
         if runs[i] in runs[:i]:
             _fail(
                 source,
                 f"rows[{i}].method",
                 f"duplicate {row['method']!r} (a method has several rows only where their "
-                "datasets differ)",
+                "stages or datasets differ)",
             )
         if row["label"] in labels[:i]:
             _fail(source, f"rows[{i}].label", f"duplicate {row['label']!r}")
@@ -232,11 +276,12 @@ def load_spec(path: str | Path, columns: list[str] | None = None) -> dict:
 # ---------------------------------------------------------------------------------------------
 # Probe results -> long table
 
-IDENTITY = ("dataset", "method", "kind", "seed", "task")
+IDENTITY = ("dataset", "method", "kind", "stage", "seed", "task")
 
 
 def load_probes(paths: Iterable[str | Path]) -> pd.DataFrame:
-    """One row per (run, task): dataset, method (config key), kind, seed, task, every numeric
+    """One row per (run, task): dataset, method (config key), kind, stage (pretrain, or
+    finetune for a fine-tuned run), seed, task, every numeric
     metric of the task's probe as stored (``balanced_accuracy``, ``accuracy``, ``roc_auc``, ...;
     fractions, not %: a table spec's ``scale`` says how they are shown; NaN where a probe stored
     null), the probe's class weighting, and the precision and CPU the run was pretrained with."""
@@ -249,6 +294,7 @@ def load_probes(paths: Iterable[str | Path]) -> pd.DataFrame:
                 "dataset": cfg["dataset"]["name"],
                 "method": cfg["method"]["name"],
                 "kind": cfg["method"]["kind"],
+                "stage": cfg.get("stage", "pretrain"),
                 "seed": int(cfg["seed"]),
             }
             tasks = result["tasks"].items()
@@ -284,8 +330,9 @@ def load_probes(paths: Iterable[str | Path]) -> pd.DataFrame:
 
 
 def _joined(values: Iterable[str]) -> str:
-    """The distinct values, sorted, as 'a/b' (one value when all agree)."""
-    return "/".join(sorted(set(values)))
+    """The distinct values, sorted, as 'a/b' (one value when all agree); empty ones (cells
+    without runs) left out."""
+    return "/".join(sorted({str(v) for v in values if isinstance(v, str) and v}))
 
 
 def _within(delta: float, std: float, paper_std: float) -> bool | float:
@@ -298,13 +345,18 @@ def _within(delta: float, std: float, paper_std: float) -> bool | float:
     return bool(abs(delta) <= bound * (1 + 1e-9) + 1e-12)
 
 
-def _per_run(probes: pd.DataFrame, method: str, column: dict, source: str) -> pd.DataFrame:
-    """The runs of ``method`` on the column's dataset: one row per seed with the column's value
-    (the metric of its task, or the mean over its tasks, times the scale) and the runs' probe
-    rows' class weighting, precision and CPU."""
+def _per_run(
+    probes: pd.DataFrame, method: str, stage: str, column: dict, source: str
+) -> pd.DataFrame:
+    """The runs of ``method`` at ``stage`` on the column's dataset: one row per seed with the
+    column's value (the metric of its task, or the mean over its tasks, times the scale) and
+    the runs' probe rows' class weighting, precision and CPU."""
     dataset, tasks, metric = column["dataset"], column["tasks"], column["metric"]
-    what = f"method {method!r} on dataset {dataset!r}"
-    mine = probes[(probes.method == method) & (probes.dataset == dataset)]
+    what = f"method {method!r} on dataset {dataset!r}" + (
+        f" ({stage})" if stage != "pretrain" else ""
+    )
+    stages = probes.stage if "stage" in probes else pd.Series("pretrain", index=probes.index)
+    mine = probes[(probes.method == method) & (probes.dataset == dataset) & (stages == stage)]
     if mine.empty:
         raise ResultsError(f"no probe results for {what} (column {column['name']} of {source})")
     if metric not in probes.columns:
@@ -334,46 +386,57 @@ def _per_run(probes: pd.DataFrame, method: str, column: dict, source: str) -> pd
 def build_table(spec: dict, probes: pd.DataFrame, methods: Sequence[str]) -> pd.DataFrame:
     """Long table: one row per (table row, column), the rows of ``methods`` as
     :func:`comm_repro.config.table_rows` orders them, columns in the spec's order: method,
-    label (the spec row's; the method key for a method without one), column, dataset (the
-    column's, or the row's own), task (``a+b`` for a mean over tasks), metric, mean and std
-    (ddof 1; NaN for one seed) over the seeds, n_seeds, the paper's value and std, delta (ours -
-    paper), within (|delta| at most the larger std: True/False, NaN when undefined, see
-    :func:`_within`), and the runs' probe class weighting, precision and CPU."""
+    label (the spec row's; the method key for a method without one), stage, column, dataset
+    (the column's, or the row's own; empty for a dash or an average), task (``a+b`` for a mean
+    over tasks), metric, mean and std (ddof 1; NaN for one seed) over the seeds, n_seeds (0 for
+    a dash), the paper's value and std, delta (ours - paper), within (|delta| at most the
+    larger std: True/False, NaN when undefined, see :func:`_within`), and the runs' probe class
+    weighting, precision and CPU. An average column holds the mean of its columns' means (NaN
+    where one of them is a dash) and no std."""
     twice = sorted({m for m in methods if list(methods).count(m) > 1})
     if twice:
         raise ResultsError(f"methods given twice for the table of {spec['source']}: {twice}")
     rows = []
     for spec_row in table_rows(spec, list(methods)):
         method, paper_values = spec_row["method"], spec_row.get("paper") or {}
+        stage = row_stage(spec_row)
         datasets = row_datasets(spec, spec_row)
+        cells: dict[str, dict] = {}
         for column in spec["columns"]:
-            column = {**column, "dataset": datasets[column["name"]]}
-            runs = _per_run(probes, method, column, spec["source"])
-            values = runs.value.to_numpy(dtype=float)
-            mean = float(values.mean())
-            std = float(values.std(ddof=1)) if len(values) > 1 else math.nan
+            if "average" in column:
+                parts = [cells[name] for name in column["average"]]
+                mean = float(np.mean([c["mean"] for c in parts]))
+                std, n_seeds, runs = math.nan, min(c["n_seeds"] for c in parts), None
+            elif datasets[column["name"]] is None:  # a dash: the method does not apply
+                mean, std, n_seeds, runs = math.nan, math.nan, 0, None
+            else:
+                column = {**column, "dataset": datasets[column["name"]]}
+                runs = _per_run(probes, method, stage, column, spec["source"])
+                values = runs.value.to_numpy(dtype=float)
+                mean, n_seeds = float(values.mean()), len(values)
+                std = float(values.std(ddof=1)) if len(values) > 1 else math.nan
             paper, paper_std = paper_values.get(column["name"], (math.nan, math.nan))
             delta = mean - paper
-            rows.append(
-                {
-                    "method": method,
-                    "label": spec_row.get("label", method),
-                    "column": column["name"],
-                    "dataset": column["dataset"],
-                    "task": "+".join(column["tasks"]),
-                    "metric": column["metric"],
-                    "mean": mean,
-                    "std": std,
-                    "n_seeds": len(values),
-                    "paper": paper,
-                    "paper_std": paper_std,
-                    "delta": delta,
-                    "within": _within(delta, std, paper_std),
-                    "probe_class_weight": _joined(runs.class_weight),
-                    "precision": _joined(runs.precision),
-                    "cpu": _joined(runs.cpu),
-                }
-            )
+            cells[column["name"]] = {
+                "method": method,
+                "label": spec_row.get("label", method),
+                "stage": stage,
+                "column": column["name"],
+                "dataset": column.get("dataset") or "",
+                "task": "+".join(column["tasks"]),
+                "metric": column["metric"],
+                "mean": mean,
+                "std": std,
+                "n_seeds": n_seeds,
+                "paper": paper,
+                "paper_std": paper_std,
+                "delta": delta,
+                "within": _within(delta, std, paper_std),
+                "probe_class_weight": "" if runs is None else _joined(runs.class_weight),
+                "precision": "" if runs is None else _joined(runs.precision),
+                "cpu": "" if runs is None else _joined(runs.cpu),
+            }
+        rows += cells.values()
     if not rows:
         raise ResultsError(f"no methods given for the table of {spec['source']}")
     return pd.DataFrame(rows)
@@ -394,6 +457,8 @@ def _tex(text: str) -> str:
 
 
 def _cell(row: pd.Series, pm: str, delta: str) -> str:
+    if row["n_seeds"] == 0:  # a dash: not run
+        return "–" if pd.isna(row["paper"]) else f"– (paper {row['paper']:.1f})"
     ours = f"{row['mean']:.1f}" + ("" if pd.isna(row["std"]) else f" {pm} {row['std']:.1f}")
     if pd.isna(row["paper"]):
         return ours
@@ -437,10 +502,19 @@ def _sources(spec: dict, labels: Sequence[str]) -> str:
             grouped.setdefault(dataset, []).append(name)
         return "; ".join(f"{', '.join(n)} from the runs on {d}" for d, n in grouped.items())
 
-    parts = [by_dataset({c["name"]: c["dataset"] for c in spec["columns"]})]
+    parts = [by_dataset({c["name"]: c["dataset"] for c in spec["columns"] if "dataset" in c})]
+    parts += [
+        f"{c['name']} the mean of {', '.join(c['average'])}"
+        for c in spec["columns"]
+        if "average" in c
+    ]
     for row in spec["rows"]:
         if row["label"] in labels and row["datasets"]:
-            parts.append(f"row {row['label']}: {by_dataset(row['datasets'])}")
+            own = {k: v for k, v in row["datasets"].items() if v is not None}
+            dashes = [k for k, v in row["datasets"].items() if v is None]
+            said = [by_dataset(own)] if own else []
+            said += [f"no run for {', '.join(dashes)}"] if dashes else []
+            parts.append(f"row {row['label']}: {'; '.join(said)}")
     return "; ".join(parts)
 
 
@@ -453,7 +527,7 @@ def table_note(table: pd.DataFrame, spec: dict) -> str:
         "none": "unweighted, as the authors' probe",
     }.get(weights, f"with class weights {weights}")
     parts = [
-        f"{spec['title'].rstrip('.')}; {seeds_summary(table.n_seeds)}.",
+        f"{spec['title'].rstrip('.')}; {seeds_summary(table.n_seeds[table.n_seeds > 0])}.",
         f"Columns: {_sources(spec, list(table.label))}.",
         f"Pretrained in {_joined(table.precision)} on {_joined(table.cpu)}.",
         f"Logistic-regression probes fitted {weighting}.",
@@ -558,7 +632,8 @@ def plot_table(table: pd.DataFrame, spec: dict, prefix: str | Path) -> list[Path
     keys = f"black: paper {spec['paper']}" + (
         "; dashed: chance" if any(c is not None for c in chance) else ""
     )
-    ax.set_title(f"{spec['title']}\nbars: {seeds_summary(shown.n_seeds)}; {keys}", fontsize=10)
+    n_seeds = shown.n_seeds[shown.n_seeds > 0]
+    ax.set_title(f"{spec['title']}\nbars: {seeds_summary(n_seeds)}; {keys}", fontsize=10)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=len(bars), frameon=False)
     paths = _save(fig, Path(prefix))
     plt.close(fig)
@@ -643,7 +718,7 @@ def scorecard(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     label, column, mean, std, n_seeds, paper, paper_std, delta and within (True/False/NaN)."""
     frames = []
     for name, table in tables.items():
-        cells = table[table.paper.notna()]
+        cells = table[table.paper.notna() & (table.n_seeds > 0)]
         frames.append(cells.assign(table=name, within=[_verdict(v) for v in cells.within]))
     if not frames:
         return pd.DataFrame(columns=list(SCORECARD_COLUMNS))

@@ -119,8 +119,20 @@ def training_settings(run_cfg: dict[str, Any], precision: str) -> dict[str, Any]
     train = {k: v for k, v in run_cfg["train"].items() if k not in RUNTIME_KEYS}
     train["precision"] = precision
     sections = {k: run_cfg[k] for k in ("method", "model") if k in run_cfg}
+    if run_cfg.get("stage") == "finetune":  # and what it starts from
+        sections |= {k: run_cfg[k] for k in ("stage", "finetune", "finetune_of")}
     modalities = run_cfg.get("dataset", {}).get("modalities", [])
     return {**sections, "modalities": modalities, "train": train, "seed": int(run_cfg["seed"])}
+
+
+def state_digest(state: dict[str, torch.Tensor]) -> str:
+    """sha256 of a state dict's names, shapes, dtypes and values."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        h.update(f"{name}{tuple(t.shape)}{t.dtype};".encode())
+        h.update(t.view(torch.uint8).numpy() if t.numel() else b"")
+    return h.hexdigest()
 
 
 def fingerprint(settings: dict[str, Any], data_digest: str) -> str:

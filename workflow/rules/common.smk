@@ -118,6 +118,14 @@ def run_settings(wildcards):
     return settings.pretrain_settings(run)
 
 
+def finetune_settings(wildcards):
+    """The fine-tuning section of one run (changing it reruns the fine-tuning and its probe)."""
+    run = settings.run_config(
+        config, wildcards.dataset, wildcards.method, int(wildcards.seed)
+    )
+    return settings.finetune_settings(run)
+
+
 def probe_settings(wildcards):
     """The probe section of one run (changing it reruns the probes only)."""
     run = settings.run_config(
@@ -140,11 +148,23 @@ def output_prefix(wildcards, output):
     return str(Path(output[0]).with_suffix(""))
 
 
-def experiment_runs(name, file="probe.json"):
+def experiment_runs(name, file):
+    """A file of each run the experiment pretrains."""
     runs = settings.experiment_runs(config, name)
     return [
         f"{RESULTS}/runs/{dataset}/{method}/seed{seed}/{file}"
         for dataset, method, seed in runs
+    ]
+
+
+def experiment_probes(name):
+    """The probe results of the experiment's cells: a pretrained run's, or its fine-tuned
+    copy's (in the run's finetune/ folder)."""
+    return [
+        f"{RESULTS}/runs/{dataset}/{method}/seed{seed}"
+        + ("/finetune" if stage == "finetune" else "")
+        + "/probe.json"
+        for dataset, method, seed, stage in settings.experiment_results(config, name)
     ]
 
 
@@ -161,7 +181,7 @@ def reported_experiments():
 def all_targets():
     targets = []
     for name in experiments():
-        targets += experiment_runs(name)
+        targets += experiment_probes(name)
         targets += multiext(f"{RESULTS}/tables/{name}", ".csv", ".md", ".tex")
         targets += multiext(f"{RESULTS}/figures/{name}", ".png", ".pdf")
         targets += multiext(f"{RESULTS}/figures/training_curves_{name}", ".png", ".pdf")

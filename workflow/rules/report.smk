@@ -6,7 +6,7 @@
 rule table:
     input:
         spec=experiment_spec,
-        probes=lambda wildcards: experiment_runs(wildcards.experiment),
+        probes=lambda wildcards: experiment_probes(wildcards.experiment),
     output:
         multiext(f"{RESULTS}/tables/{{experiment}}", ".csv", ".md", ".tex"),
     log:
@@ -67,7 +67,7 @@ rule report_notebook:
             f"{RESULTS}/figures/{{experiment}}.png",
             f"{RESULTS}/figures/training_curves_{{experiment}}.png",
         ],
-        probes=lambda wildcards: experiment_runs(wildcards.experiment),
+        probes=lambda wildcards: experiment_probes(wildcards.experiment),
         data=lambda wildcards: data_files(experiment_datasets(wildcards.experiment)[0]),
     output:
         f"{RESULTS}/reports/{{experiment}}.ipynb",

@@ -40,7 +40,48 @@ def minimise(loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
     optimizer.step()
 
 
-class Method(nn.Module):
+class Trainable(nn.Module):
+    """What the trainer needs of a module: its optimisers and its step (by default one AdamW,
+    without decay on biases, norm weights, the CLS token and the logit scale, minimising
+    ``loss(batch)["loss"]``)."""
+
+    def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def after_step(self) -> None:
+        """Called after each training step."""
+
+    def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
+        """AdamW groups: no decay on biases, norm weights, the CLS token and the logit scale."""
+        decay, no_decay = [], []
+        for name, p in self.named_parameters():
+            if not p.requires_grad:
+                continue
+            skip = p.ndim <= 1 or name.split(".")[-1] in NO_DECAY_NAMES
+            (no_decay if skip else decay).append(p)
+        return [
+            {"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+
+    def optimizers(self, train: dict[str, Any]) -> dict[str, torch.optim.Optimizer]:
+        """The optimisers of a run with the ``train`` settings, by name."""
+        groups = self.param_groups(float(train["weight_decay"]))
+        return {"main": torch.optim.AdamW(groups, lr=float(train["lr"]))}
+
+    def train_step(
+        self, batch: Batch, optimizers: dict[str, torch.optim.Optimizer], autocast: Autocast
+    ) -> dict[str, torch.Tensor]:
+        """One step on ``batch``: minimise ``loss`` with the main optimiser. Returns the loss
+        terms to log (``loss`` among them)."""
+        with autocast():
+            terms = self.loss(batch)
+        minimise(terms["loss"], optimizers["main"])
+        self.after_step()
+        return terms
+
+
+class Method(Trainable):
     """Base class. Subclasses define ``loss``, ``encode`` and ``fuse``.
 
     ``modalities``: the run's resolved modalities (name, kind, encoder, augment); ``shapes``:
@@ -81,9 +122,6 @@ class Method(nn.Module):
             raise ConfigError(f"method {self.cfg.get('name', '?')!r} needs the setting {key!r}")
         return self.cfg[key]
 
-    def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
-
     def encode(self, m: int, x: torch.Tensor, mask: torch.Tensor | None = None) -> Encoding:
         raise NotImplementedError
 
@@ -94,25 +132,6 @@ class Method(nn.Module):
         return self.fuse(
             [self.encode(m, x, k) for m, (x, k) in enumerate(zip(batch.inputs, batch.masks))]
         )
-
-    def after_step(self) -> None:
-        """Called after each training step."""
-
-    def optimizers(self, train: dict[str, Any]) -> dict[str, torch.optim.Optimizer]:
-        """The optimisers of a run with the ``train`` settings, by name."""
-        groups = self.param_groups(float(train["weight_decay"]))
-        return {"main": torch.optim.AdamW(groups, lr=float(train["lr"]))}
-
-    def train_step(
-        self, batch: Batch, optimizers: dict[str, torch.optim.Optimizer], autocast: Autocast
-    ) -> dict[str, torch.Tensor]:
-        """One step on ``batch``: minimise ``loss`` with the main optimiser. Returns the loss
-        terms to log (``loss`` among them)."""
-        with autocast():
-            terms = self.loss(batch)
-        minimise(terms["loss"], optimizers["main"])
-        self.after_step()
-        return terms
 
     def task(self) -> dict[str, Any]:
         """The task whose labels a supervised method trains with: the method's ``task``
@@ -134,19 +153,6 @@ class Method(nn.Module):
                 f"the training data has no labels {task['labels']!r} for task {task['name']!r}"
             )
         return batch.labels[task["labels"]]
-
-    def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
-        """AdamW groups: no decay on biases, norm weights, the CLS token and the logit scale."""
-        decay, no_decay = [], []
-        for name, p in self.named_parameters():
-            if not p.requires_grad:
-                continue
-            skip = p.ndim <= 1 or name.split(".")[-1] in NO_DECAY_NAMES
-            (no_decay if skip else decay).append(p)
-        return [
-            {"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ]
 
 
 class PooledFeatures(Method):

@@ -78,6 +78,12 @@ class CoMM(Method):
         out["ssl_acc"] = acc
         return out
 
+    def fused(self, views: list[torch.Tensor], masks: list[torch.Tensor | None]) -> torch.Tensor:
+        """The multimodal embedding (before the projection head) of inputs already made into
+        views: what fine-tuning trains."""
+        tokens = [self._tokens(m, v, k) for m, (v, k) in enumerate(zip(views, masks))]
+        return self.fusion(tokens, masks=masks)
+
     def encode(self, m, x, mask=None):
         return self._tokens(m, self.views.plain(m, x), mask), mask
 
