@@ -12,12 +12,16 @@ from comm_repro.methods.cmc import CMC
 from comm_repro.methods.comm import CoMM
 from comm_repro.methods.cross import Cross
 from comm_repro.methods.cross_self import CrossSelf
+from comm_repro.methods.factorcl import FactorCL
+from comm_repro.methods.supcon import SupCon
 
 METHODS: dict[str, type[Method]] = {
     "comm": CoMM,
     "cross": Cross,
     "cross_self": CrossSelf,
     "cmc": CMC,
+    "factorcl": FactorCL,
+    "supcon": SupCon,
 }
 
 
@@ -63,7 +67,9 @@ __all__ = [
     "CoMM",
     "Cross",
     "CrossSelf",
+    "FactorCL",
     "Method",
+    "SupCon",
     "build_method",
     "task_targets",
 ]
