@@ -1,6 +1,7 @@
 """The workflow on the MultiBench datasets: fixture files of MOSI, UR-FUNNY, MUsTARD, MIMIC and
-Vision&Touch in the authors' formats, through prepare, pretraining, probes, Table 1 (all five
-columns, and its affect columns alone), Table 3 (two and three modalities) and their reports."""
+Vision&Touch in the authors' formats, through prepare, pretraining, fine-tuning, probes, Table 1
+(all five columns with CoMM pretrained and fine-tuned; every row on two columns; its affect
+columns alone), Table 3 (two and three modalities) and their reports."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 import yaml
 from test_mimic import mimic_data
 from test_multibench import affect_data, write_pickle
-from test_workflow import REPO, TINY, load, snakemake, workdir_for, write_config
+from test_workflow import REPO, TINY, load, planned_jobs, snakemake, workdir_for, write_config
 from vt_fixture import write_vision_touch_fixture
 
 SIZES = {"train": 40, "valid": 16, "test": 16}
@@ -20,6 +21,9 @@ VT_FILES = 5  # the fewest the authors' split takes: train 4 files (196 samples)
 # CoMM alone (and CMC for Table 3's three-modality row) keeps the test short: every job start
 # costs seconds; the baselines' paths on these modalities are tested in test_methods.py.
 METHODS = ("comm",)
+# Every row of Table 1, on its V&T EE (regression) and MOSI (classification) columns
+TABLE1_METHODS = ("cross", "cross_self", "factorcl", "comm", "supcon", "factorcl_sup")
+TABLE1_COLUMNS = ["V&T EE", "MOSI"]
 VISION_TOUCH = ("vision_touch", "vision_touch_contact", "vision_touch_tri")
 CORPORA = {"mosi": "mosi_data.pkl", "humor": "humor.pkl", "sarcasm": "sarcasm.pkl"}
 
@@ -62,6 +66,12 @@ def affect_study(raw_dir) -> dict:
         cfg["datasets"][name] = {**dataset, "model": {"embed_dim": 16}}
     cfg["train"].update(epochs=1, batch_size=8)
     cfg["methods"]["cmc"] = {"kind": "cmc", "proj_dim": 16, "temperature": 0.1}
+    for name in ("factorcl", "factorcl_sup", "supcon"):
+        cfg["methods"][name] = {**paper["methods"][name], "train": {"lr": 1.0e-3}}
+    cfg["methods"]["supcon"]["proj_dim"] = 8
+    for name in ("factorcl", "factorcl_sup"):
+        cfg["methods"][name]["critic_hidden"] = 16
+    cfg["finetune"] = {**paper["finetune"], "epochs": 1}
     cfg["experiments"] = {
         name: {"table": table, "methods": methods, "seeds": [0], "report": "multibench"}
         for name, table, methods in (
@@ -149,10 +159,63 @@ def test_multibench_study_produces_table1_table3_and_their_reports(tmp_path):
     table3 = (results / "tables" / "table3.md").read_text()
     lines = [line for line in table3.splitlines()[2:] if line.startswith("|")]
     rows = [line.split(" | ")[0].strip("| ") for line in lines]
-    assert rows == ["CoMM (2 modalities)", "CoMM (3 modalities)", "CMC (3 modalities)"]
+    assert rows == ["CoMM (2 modalities)", "CMC (3 modalities)", "CoMM (3 modalities)"]
     assert "paper 94.2" in table3 and "row CoMM (3 modalities)" in table3
     settings = yaml.safe_load(
         (results / "runs" / "mosi" / "comm" / "seed0" / "settings.yaml").read_text()
     )
     assert "probe" not in settings  # the probe settings live in probe_settings.yaml
+    # CoMM fine-tuned: a copy of each run trained with the labels, probed the same way
+    for name in CORPORA | {"mimic": None, "vision_touch": None}:
+        tuned = results / "runs" / name / "comm" / "seed0" / "finetune"
+        record = json.loads((tuned / "run.json").read_text())
+        assert record["stage"] == "finetune" and record["train"]["epochs"] == 1
+        assert set(json.loads((tuned / "probe.json").read_text())["tasks"])
+    assert "CoMM fine-tuned" in table1 and "paper 75.0" in table1  # MOSI, fine-tuned
+    # Rerunning the fine-tuning reruns it and what reads it, never the pretraining
+    again = snakemake(
+        workdir, "-n", "--forcerun", "finetune", "--configfile", config, "--replace-workflow-config"
+    )
+    jobs = planned_jobs(again.stdout)
+    assert jobs["finetune"] == jobs["probe_finetuned"] == 5, jobs
+    assert "pretrain" not in jobs and jobs["probe"] == 0, jobs
     print(f"MultiBench fixture workflow: {seconds:.0f} s")
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore")
+def test_every_row_of_table1_runs_on_fixture_data(tmp_path):
+    """Table 1's seven rows (FactorCL, SupCon, FactorCL-SUP and CoMM fine-tuned among them) on
+    its V&T EE (regression) and MOSI (classification) columns."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    cfg = affect_study(raw)
+    cfg["datasets"] = {name: cfg["datasets"][name] for name in ("mosi", "vision_touch")}
+    cfg["experiments"] = {
+        "table1_rows": {
+            "table": "table1",
+            "columns": TABLE1_COLUMNS,
+            "methods": list(TABLE1_METHODS),
+            "seeds": [0],
+        }
+    }
+    config = write_config(tmp_path, cfg, "rows.yaml")
+    workdir = workdir_for(tmp_path / "wd")
+    snakemake(workdir, "--cores", "2", "--configfile", config, "--replace-workflow-config")
+    results = workdir / "results"
+    rows = (results / "tables" / "table1_rows.md").read_text().splitlines()
+    labels = [line.split(" | ")[0].strip("| ") for line in rows[2:] if line.startswith("| ")]
+    assert labels == [
+        "Cross", "Cross+Self", "FactorCL", "CoMM", "SupCon", "FactorCL-SUP", "CoMM fine-tuned",
+    ]  # fmt: skip
+    supcon = next(line for line in rows if line.startswith("| SupCon "))
+    assert supcon.split(" | ")[1] == "–"  # no regression cell, as in the paper
+    assert not (results / "runs" / "vision_touch" / "supcon").exists()
+    for method in ("factorcl", "factorcl_sup"):
+        run = results / "runs" / "vision_touch" / method / "seed0"
+        probe = json.loads((run / "probe.json").read_text())
+        assert probe["tasks"]["ee_yaw"]["mse"] > 0
+        log = (run / "train_log.csv").read_text().splitlines()
+        assert "club_learning_loss" in log[0]  # the critics' own step ran
+    probe = json.loads((results / "runs" / "mosi" / "supcon" / "seed0" / "probe.json").read_text())
+    assert 0.0 <= probe["tasks"]["label"]["balanced_accuracy"] <= 1.0

@@ -99,6 +99,18 @@ def test_multibench_step_projects_each_datasets_wall_time():
     assert not RATIO.search(out), out
 
 
+def test_multibench_step_times_other_methods_beside_comm():
+    args = ["--datasets", "mosi", "--methods", "comm", "factorcl", "factorcl_sup", "supcon"]
+    done = run_bench(*args, "--batch-size", "8", "--steps", "1", "--precisions", "fp32",
+                     script=MULTIBENCH_STEP, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "mosi: vision (transformer) + text (transformer), embedding 40, batch 8" in out
+    assert re.search(r"  comm fp32: \d+\.\d+ s per step", out), out
+    for method in ("factorcl", "factorcl_sup", "supcon"):
+        assert re.search(rf"  {method} fp32: .*; \d+\.\d+ x comm's step", out), out
+
+
 def test_vt_prepare_reports_peak_memory_at_two_sizes():
     done = run_bench("--files", "5", "6", script=VT_PREPARE, timeout=300)
     assert done.returncode == 0, done.stderr

@@ -39,7 +39,7 @@ import torch
 from tqdm.auto import tqdm
 
 from comm_repro.atomic import atomic_path
-from comm_repro.data.paired import PairedBank
+from comm_repro.data.paired import PairedBank, hash_tensor
 from comm_repro.errors import CheckpointError, TrainingInterrupted, UserError
 from comm_repro.methods.base import NonFiniteLoss
 from comm_repro.provenance import cpu_info
@@ -129,9 +129,7 @@ def state_digest(state: dict[str, torch.Tensor]) -> str:
     """sha256 of a state dict's names, shapes, dtypes and values."""
     h = hashlib.sha256()
     for name in sorted(state):
-        t = state[name].detach().cpu().contiguous()
-        h.update(f"{name}{tuple(t.shape)}{t.dtype};".encode())
-        h.update(t.view(torch.uint8).numpy() if t.numel() else b"")
+        hash_tensor(h, state[name], name)
     return h.hexdigest()
 
 

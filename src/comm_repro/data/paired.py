@@ -16,6 +16,13 @@ import numpy as np
 import torch
 
 
+def hash_tensor(h: hashlib._Hash, tensor: torch.Tensor, name: str = "") -> None:
+    """Feed ``name``, the tensor's shape, dtype and bytes to the hash ``h``."""
+    t = tensor.detach().cpu().contiguous()
+    h.update(f"{name}{tuple(t.shape)}{t.dtype};".encode())
+    h.update(t.reshape(-1).view(torch.uint8).numpy() if t.numel() else b"")
+
+
 @dataclass
 class Batch:
     """What a method's ``loss`` receives: one input tensor per modality, its padding mask (None
@@ -119,9 +126,7 @@ class PairedBank:
             self.labels[k] for k in sorted(self.labels)
         ]
         for tensor in [*self.banks, self.index, *extra]:
-            t = tensor.detach().cpu().contiguous()
-            h.update(f"{tuple(t.shape)}{t.dtype};".encode())
-            h.update(t.view(torch.uint8).numpy() if t.numel() else b"")
+            hash_tensor(h, tensor)
         return h.hexdigest()
 
     def gather(self, rows: torch.Tensor) -> Batch:
