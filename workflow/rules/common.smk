@@ -157,14 +157,16 @@ def experiment_runs(name, file):
     ]
 
 
+FINETUNED = {"pretrain": "", "finetune": "finetune/"}  # where a stage's results live
+
+
 def experiment_probes(name):
     """The probe results of the experiment's cells: a pretrained run's, or its fine-tuned
     copy's (in the run's finetune/ folder)."""
+    results = settings.experiment_results(config, name)
     return [
-        f"{RESULTS}/runs/{dataset}/{method}/seed{seed}"
-        + ("/finetune" if stage == "finetune" else "")
-        + "/probe.json"
-        for dataset, method, seed, stage in settings.experiment_results(config, name)
+        f"{RESULTS}/runs/{dataset}/{method}/seed{seed}/{FINETUNED[stage]}probe.json"
+        for dataset, method, seed, stage in results
     ]
 
 
