@@ -131,37 +131,46 @@ def _pretrain_settings(args: argparse.Namespace) -> tuple[dict, str]:
     return run_config(cfg, args.dataset, args.method, args.seed), source
 
 
-def cmd_pretrain(args: argparse.Namespace) -> int:
+def _train(args: argparse.Namespace, run_cfg: dict, t0: float, summary_file: str, wrap=None):
+    """Train a run with checked settings ``run_cfg`` into ``--out``: its record (run.json)
+    first, then the trainer's files and ``summary_file``. ``wrap(method)`` makes what trains
+    from the built method (fine-tuning: the pretrained weights and the loss) and returns it
+    with extra summary fields."""
     from comm_repro.data.registry import family
     from comm_repro.methods import build_method
     from comm_repro.provenance import provenance
     from comm_repro.train import RUN_RECORD, pretrain, resolve_compute, seed_everything
 
-    _setup_compute(args.threads)
-    run_cfg, source = _pretrain_settings(args)
-    check_run(run_cfg, source=source)
-    run_cfg = with_task_defaults(run_cfg)
     device, precision = resolve_compute(run_cfg["train"], _device(args))
-    t0 = time.perf_counter()
     data = family(run_cfg["dataset"]["family"]).pretrain_data(Path(args.data), run_cfg["dataset"])
     seed_everything(run_cfg["seed"])
     method = build_method(run_cfg, data.sample_shapes(), _label_shapes(data))
+    model, extra = wrap(method) if wrap else (method, {})
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     compute = {"device": str(device), "precision": precision}
     write_json(out / RUN_RECORD, {**run_cfg, "compute": compute})  # before training
-    summary = pretrain(method, data, run_cfg, out, device, precision, progress=not args.quiet)
+    summary = pretrain(model, data, run_cfg, out, device, precision, progress=not args.quiet)
     write_json(
-        out / "pretrain.json",
+        out / summary_file,
         {
             "seed": run_cfg["seed"],
             "config": run_cfg,
+            **extra,
             "summary": summary,
             "n_train_samples": len(data),
             "wall_s": round(time.perf_counter() - t0, 2),
             **provenance(device),
         },
     )
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    _setup_compute(args.threads)
+    t0 = time.perf_counter()
+    run_cfg, source = _pretrain_settings(args)
+    check_run(run_cfg, source=source)
+    _train(args, with_task_defaults(run_cfg), t0, "pretrain.json")
     return 0
 
 
@@ -198,17 +207,8 @@ def _run_files(run: Path) -> tuple[dict, dict, dict]:
 
 def cmd_finetune(args: argparse.Namespace) -> int:
     from comm_repro.config import finetune_run
-    from comm_repro.data.registry import family
     from comm_repro.finetune import DEFAULT_TEMPERATURE, FineTune, fine_tune_task
-    from comm_repro.methods import build_method
-    from comm_repro.provenance import provenance
-    from comm_repro.train import (
-        RUN_RECORD,
-        pretrain,
-        resolve_compute,
-        seed_everything,
-        state_digest,
-    )
+    from comm_repro.train import RUN_RECORD, state_digest
 
     _setup_compute(args.threads)
     t0 = time.perf_counter()
@@ -227,30 +227,14 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     run_cfg = apply_overrides(run_cfg, args.set or [])
     check_run(run_cfg, source=_source(source, args.set))
     run_cfg = with_task_defaults(run_cfg)
-    device, precision = resolve_compute(run_cfg["train"], _device(args))
-    data = family(run_cfg["dataset"]["family"]).pretrain_data(Path(args.data), run_cfg["dataset"])
-    seed_everything(run_cfg["seed"])
-    method = build_method(run_cfg, data.sample_shapes(), _label_shapes(data))
-    method.load_state_dict(saved["weights"])
-    task = fine_tune_task(method.targets, run_cfg["finetune"].get("task"))
-    model = FineTune(method, task, run_cfg["finetune"].get("temperature", DEFAULT_TEMPERATURE))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    compute = {"device": str(device), "precision": precision}
-    write_json(out / RUN_RECORD, {**run_cfg, "compute": compute})  # before training
-    summary = pretrain(model, data, run_cfg, out, device, precision, progress=not args.quiet)
-    write_json(
-        out / "finetune.json",
-        {
-            "seed": run_cfg["seed"],
-            "config": run_cfg,
-            "task": task["name"],
-            "summary": summary,
-            "n_train_samples": len(data),
-            "wall_s": round(time.perf_counter() - t0, 2),
-            **provenance(device),
-        },
-    )
+
+    def wrap(method):
+        method.load_state_dict(saved["weights"])
+        task = fine_tune_task(method.targets, run_cfg["finetune"].get("task"))
+        temperature = run_cfg["finetune"].get("temperature", DEFAULT_TEMPERATURE)
+        return FineTune(method, task, temperature), {"task": task["name"]}
+
+    _train(args, run_cfg, t0, "finetune.json", wrap)
     return 0
 
 
