@@ -4,10 +4,8 @@ the real .h5 format (tests/vt_fixture.py)."""
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
-import threading
 import zipfile
 from pathlib import Path
 
@@ -15,6 +13,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from http_fixture import Server
 from vt_fixture import fixture_name, write_file, write_vision_touch_fixture
 
 from comm_repro import download
@@ -265,7 +264,7 @@ def test_the_zip_is_unpacked_atomically_and_checked(raw, out, tmp_path):
         vt.check_zip(broken)
     with pytest.raises(DataError) as err:
         vt.obtain_raw(source=broken, progress=False)
-    assert str(broken) in str(err.value) and "unzip it yourself" in str(err.value)
+    assert str(broken) in str(err.value) and "unpack it yourself" in str(err.value)
     assert os.listdir(broken.parent) == ["triangle_real_data.zip"]
 
     # unsafe member names are refused before anything is written
@@ -290,55 +289,6 @@ def test_the_zip_is_unpacked_atomically_and_checked(raw, out, tmp_path):
 
 # ---------------------------------------------------------------------------------------------
 # Resumable download against a local HTTP server
-
-
-class Server:
-    """A local HTTP server of ``payload``; ``ranges``: whether it honours Range; ``cut``: the
-    next GET sends only that many bytes of its body, then closes the connection."""
-
-    def __init__(self, payload: bytes, ranges: bool = True):
-        self.payload, self.ranges, self.cut, self.requests = payload, ranges, None, []
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                server.requests.append(self.headers.get("Range"))
-                data, start = server.payload, 0
-                wanted = self.headers.get("Range")
-                if wanted and server.ranges:
-                    start = int(wanted.removeprefix("bytes=").rstrip("-"))
-                    if start >= len(data):
-                        self.send_response(416)
-                        self.send_header("Content-Range", f"bytes */{len(data)}")
-                        self.send_header("Content-Length", "0")
-                        self.end_headers()
-                        return
-                    self.send_response(206)
-                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-                else:
-                    self.send_response(200)
-                body = data[start:]
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                if server.cut is not None:
-                    body, server.cut = body[: server.cut], None
-                    self.close_connection = True
-                self.wfile.write(body)
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/triangle_real_data.zip"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 PAYLOAD = np.random.default_rng(1).integers(0, 256, 300_000, dtype=np.uint8).tobytes()

@@ -28,8 +28,6 @@ The authors' loader (CoMM's ``dataset/robotics/multimodal_manipulation.py``), as
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import time
 import zipfile
 import zlib
@@ -40,7 +38,7 @@ from tqdm.auto import tqdm
 
 from comm_repro import download
 from comm_repro.atomic import write_json
-from comm_repro.data import prepared
+from comm_repro.data import archive, prepared
 from comm_repro.errors import DataError, describe
 
 FORMAT_VERSION = 1
@@ -69,12 +67,6 @@ SHAPES = {  # array -> (sample shape, dtype) in the prepared set
 MIN_FILES = 5  # int(0.2 N) >= 1
 
 
-def default_zip_path() -> Path:
-    """``<raw data root>/vision_touch/triangle_real_data.zip`` (see
-    :func:`comm_repro.download.raw_data_root`)."""
-    return download.raw_data_root() / "vision_touch" / ZIP
-
-
 def h5_files(folder: str | Path) -> list[str]:
     """The ``.h5`` file names in ``folder``, in ``sorted(os.listdir)`` order."""
     return [name for name in sorted(os.listdir(folder)) if name.endswith(".h5")]
@@ -88,11 +80,9 @@ def _h5_members(zf: zipfile.ZipFile, path: Path) -> list[zipfile.ZipInfo]:
     """The zip's ``.h5`` members (not macOS resource forks); DataError for an unsafe name."""
     members = []
     for info in zf.infolist():
-        name = PurePosixPath(info.filename.replace("\\", "/"))
+        name = archive.safe_member_path(info.filename, path)
         if info.is_dir() or name.suffix != ".h5":
             continue
-        if name.is_absolute() or ".." in name.parts or ":" in name.parts[0]:
-            raise DataError(f"{path}: member {info.filename!r} has an unsafe path; refused")
         if "__MACOSX" in name.parts or name.name.startswith("._"):
             continue
         members.append(info)
@@ -114,46 +104,26 @@ def check_zip(path: str | Path) -> None:
         raise DataError(f"{path} is not a readable zip ({describe(err)})") from None
 
 
-def unpack(zip_path: str | Path, folder: str | Path, progress: bool = True) -> Path:
-    """Extract the ``.h5`` members of ``zip_path`` into ``folder`` (flat, by their file name),
-    atomically: into a temporary folder beside ``folder``, renamed once every member is out
-    and passed its CRC check. A member with an absolute path or ``..`` is refused; on any
-    failure nothing is left at ``folder``."""
-    zip_path, folder = Path(zip_path), Path(folder)
-    hint = f"download it again (delete {zip_path}) or unzip it yourself and name the folder"
-    tmp = None
-    try:
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        for stale in folder.parent.glob(f".{folder.name}.*.unpack"):  # a killed run's
-            shutil.rmtree(stale, ignore_errors=True)
-        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".unpack"))
-        with zipfile.ZipFile(zip_path) as zf:
-            members = _h5_members(zf, zip_path)
-            if not members:
-                raise DataError(f"{zip_path}: no .h5 member; not the Vision&Touch zip")
-            names = [PurePosixPath(m.filename.replace("\\", "/")).name for m in members]
-            if len(set(names)) != len(names):
-                raise DataError(f"{zip_path}: two .h5 members share a file name; {hint}")
-            total = sum(m.file_size for m in members)
-            with tqdm(
-                total=total,
-                unit="B",
-                unit_scale=True,
-                desc=f"unpack {zip_path.name}",
-                disable=not progress,
-            ) as bar:
-                for info, name in zip(members, names):
-                    with zf.open(info) as src, (tmp / name).open("wb") as dst:
-                        for block in iter(lambda src=src: src.read(download.CHUNK), b""):
-                            dst.write(block)
-                            bar.update(len(block))
-        os.replace(tmp, folder)
-    except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as err:
-        raise DataError(f"{zip_path} cannot be unpacked ({describe(err)}); {hint}") from None
-    finally:
-        if tmp is not None and tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return folder
+def _extract(zip_path: Path, into: Path, progress: bool) -> None:
+    """The ``.h5`` members of the zip, flat (by file name) in ``into``, CRC-checked as read."""
+    with zipfile.ZipFile(zip_path) as zf:
+        members = _h5_members(zf, zip_path)
+        names = [PurePosixPath(m.filename.replace("\\", "/")).name for m in members]
+        if len(set(names)) != len(names):
+            raise DataError(f"{zip_path}: two .h5 members share a file name")
+        total = sum(m.file_size for m in members)
+        with tqdm(
+            total=total,
+            unit="B",
+            unit_scale=True,
+            desc=f"unpack {zip_path.name}",
+            disable=not progress,
+        ) as bar:
+            for info, name in zip(members, names):
+                with zf.open(info) as src, (into / name).open("wb") as dst:
+                    for block in iter(lambda src=src: src.read(download.CHUNK), b""):
+                        dst.write(block)
+                        bar.update(len(block))
 
 
 def _folder_with_h5(path: Path) -> Path | None:
@@ -165,58 +135,22 @@ def _folder_with_h5(path: Path) -> Path | None:
     return None
 
 
-def obtain_raw(
-    source: str | Path | None = None,
-    download_to: str | Path | None = None,
-    progress: bool = True,
-    transport: download.Transport | None = None,
-) -> Path:
-    """The folder of raw ``.h5`` files.
-
-    ``source``: the unzipped ``triangle_real_data/`` folder (read in place), or the zip, which
-    is unpacked beside itself (``<zip's folder>/triangle_real_data/``; reused once there).
-    Otherwise the zip at ``download_to`` (a file, or a directory for ``triangle_real_data.zip``;
-    default :func:`default_zip_path`), downloaded from :data:`URL` when absent (resumable; the
-    first complete download records its sha256, which later downloads must match), then
-    unpacked beside itself."""
-    if source is not None:
-        source = Path(source)
-        if source.is_dir():
-            found = _folder_with_h5(source)
-            if found is None:
-                raise DataError(
-                    f"{source} has no .h5 files (--source): name the unzipped "
-                    f"{FOLDER}/ folder or {ZIP}"
-                )
-            return found
-        if not source.is_file():
-            raise DataError(f"{source} is missing (--source): name the {FOLDER}/ folder or {ZIP}")
-        if not zipfile.is_zipfile(source):
-            raise DataError(
-                f"{source} is neither a folder of .h5 files nor a zip (--source): name the "
-                f"unzipped {FOLDER}/ folder or {ZIP}"
-            )
-        zip_path = source
-    else:
-        if download_to is None:
-            zip_path = default_zip_path()
-        else:
-            zip_path = Path(download_to)
-            if zip_path.is_dir() or str(download_to).endswith(("/", "\\")):
-                zip_path = zip_path / ZIP
-    folder = zip_path.parent / FOLDER
-    found = _folder_with_h5(folder)
-    if found is not None:  # unpacked by an earlier run (the rename makes it complete)
-        return found
-    if not zip_path.is_file():
-        download.fetch(
-            URL,
-            zip_path,
-            check=check_zip,
-            transport=transport or download.http_range_transport,
-            progress=progress,
-        )
-    return unpack(zip_path, folder, progress=progress)
+RAW = archive.ArchivedFolder(
+    dataset="vision_touch",
+    url=URL,
+    archive=ZIP,
+    folder=FOLDER,
+    content=".h5 files",
+    kind="zip",
+    find=_folder_with_h5,
+    is_archive=zipfile.is_zipfile,
+    check=check_zip,
+    extract=_extract,
+    errors=(zipfile.BadZipFile, OSError, EOFError, zlib.error),
+)
+# The raw folder from --source (the folder or the zip) or --download-to (see
+# ArchivedFolder.obtain): obtain_raw(source=None, download_to=None, progress=True, transport=None)
+obtain_raw = RAW.obtain
 
 
 # ---------------------------------------------------------------------------------------------
