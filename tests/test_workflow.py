@@ -20,6 +20,8 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from comm_repro.config import merged, run_config
+
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "src" / "comm_repro" / "schemas" / "config.schema.yaml"
 TINY = REPO / ".test" / "config.yaml"
@@ -194,6 +196,23 @@ def test_paper_protocol_plans_fig4_table1_and_table3_with_five_seeds(tmp_path):
     assert "comm-repro prepare mimic --option stats=all task=7" in result.stdout
     assert "comm-repro prepare vision_touch " in result.stdout
     assert "--columns MOSI UR-FUNNY MUsTARD" in result.stdout  # table1_affect's part of Table 1
+
+
+def test_the_factorcl_study_adds_fig4s_fourth_row_at_its_authors_lr(tmp_path):
+    study = "config/studies/fig4_factorcl.yaml"
+    cfg = merged(load(REPO / "config/config.yaml"), load(REPO / study))
+    validate(cfg, str(SCHEMA))
+    assert cfg["experiments"]["fig4_trifeatures"]["methods"] == [
+        "cross",
+        "factorcl",
+        "cross_self",
+        "comm",
+    ]
+    factorcl = run_config(cfg, "trifeatures", "factorcl", 0)
+    assert factorcl["train"]["lr"] == 1e-4 and factorcl["method"]["mode"] == "ssl"
+    assert run_config(cfg, "trifeatures", "comm", 0)["train"]["lr"] == cfg["train"]["lr"]
+    jobs = planned_jobs(snakemake(workdir_for(tmp_path), "-n", "--configfile", study).stdout)
+    assert jobs["pretrain"] == jobs["probe"] == 2 * 2 * 4  # seeds x pairings x methods
 
 
 def test_an_affect_dataset_without_its_raw_file_fails_at_prepare(tmp_path):
