@@ -5,6 +5,8 @@ from __future__ import annotations
 import http.server
 import threading
 
+from comm_repro import download
+
 
 class Server:
     """A local HTTP server of ``payload`` at ``url`` (ending in ``name``); ``ranges``: whether
@@ -13,6 +15,7 @@ class Server:
 
     def __init__(self, payload: bytes, ranges: bool = True, name: str = "file.bin"):
         self.payload, self.ranges, self.cut, self.requests = payload, ranges, None, []
+        self.asked: list[str] = []
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -54,3 +57,9 @@ class Server:
     def __exit__(self, *exc):
         self.httpd.shutdown()
         self.httpd.server_close()
+
+    def transport(self, url, output, progress):
+        """A download transport (``download.fetch``'s) that fetches this server's payload
+        whatever ``url`` says; the urls asked for are kept in ``asked``."""
+        self.asked.append(url)
+        return download.http_range_transport(self.url, output, progress, timeout=10)

@@ -18,6 +18,7 @@ from torchvision import transforms
 
 from comm_repro import download
 from comm_repro.data import mmimdb as mm
+from comm_repro.data import vision_touch as vt
 from comm_repro.errors import DataError
 
 THE_23 = [  # the authors' list, in their (unsorted) order
@@ -186,11 +187,7 @@ def test_the_tarball_is_downloaded_resumably_verified_and_unpacked(raw, tmp_path
     payload = write_tarball(folder, tmp_path / "served.tar.gz").read_bytes()
     target = tmp_path / "raw_root" / "mmimdb" / "mmimdb.tar.gz"
     with Server(payload, name="mmimdb.tar.gz") as server:
-
-        def transport(url, output, progress):
-            assert url == mm.URL
-            return download.http_range_transport(server.url, output, progress, timeout=10)
-
+        transport = server.transport
         server.cut = len(payload) // 3
         with pytest.raises(DataError) as err:
             mm.obtain_raw(download_to=f"{target.parent}/", progress=False, transport=transport)
@@ -198,19 +195,18 @@ def test_the_tarball_is_downloaded_resumably_verified_and_unpacked(raw, tmp_path
         assert not target.exists()
         unpacked = mm.obtain_raw(download_to=target, progress=False, transport=transport)
         assert server.requests[-1] == f"bytes={len(payload) // 3}-"
+        assert server.asked == [mm.URL, mm.URL]
     assert unpacked == target.parent / "mmimdb" and target.read_bytes() == payload
     record = json.loads(download.record_path(target).read_text())
     assert record["sha256"] == download.sha256_file(target) and record["url"] == mm.URL
     assert mm.prepare(unpacked, tmp_path / "out", progress=False)["splits"]["test"]["count"] == 4
 
 
-def test_a_download_that_is_not_the_tarball_is_not_kept(tmp_path):
-    target = tmp_path / "raw" / "mmimdb.tar.gz"
+@pytest.mark.parametrize("raw, kind", [(mm.RAW, "tarball"), (vt.RAW, "zip")])
+def test_a_download_that_is_not_the_archive_is_not_kept(tmp_path, raw, kind):
+    target = tmp_path / "raw" / raw.archive
     with Server(b"<html>Not Found</html>") as server:
-
-        def transport(url, output, progress):
-            return download.http_range_transport(server.url, output, progress, timeout=10)
-
-        with pytest.raises(DataError, match="not a readable tarball.*nothing kept"):
-            mm.obtain_raw(download_to=target, progress=False, transport=transport)
+        with pytest.raises(DataError, match=f"not a readable {kind}.*nothing kept"):
+            raw.obtain(download_to=target, progress=False, transport=server.transport)
+        assert server.asked == [raw.url]
     assert os.listdir(target.parent) == []
