@@ -472,7 +472,7 @@ def test_schema_refusals_name_the_key():
     )
     assert re.match(
         r"datasets\.trifeatures\.tasks\[3\]\.kind: 'ranking' is not one of \['binary', "
-        r"'multiclass', 'regression'\]",
+        r"'multiclass', 'multilabel', 'regression'\]",
         _refused(lambda c: trifeatures(c)["tasks"][3].update(kind="ranking")),
     )
     assert re.match(

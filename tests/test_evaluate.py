@@ -9,7 +9,7 @@ import torch
 
 from comm_repro.data.paired import PairedBank
 from comm_repro.data.registry import ProbeData
-from comm_repro.evaluate import linear_probe, probe_all, ridge_probe
+from comm_repro.evaluate import linear_probe, multilabel_probe, probe_all, ridge_probe
 from comm_repro.models import Encoded
 
 CS = [1e-4, 1e-2, 1.0, 1e2, 1e4]
@@ -257,3 +257,61 @@ def test_ridge_probe_averages_several_outputs_per_column():
     res = ridge_probe(x, two, test_x, two_test, [1e-3, 1.0], holdout=0.4, seed=0)
     assert 0.3 < res["pearson"] < 0.7  # about (1 + 0) / 2; pooled it would be about 1
     assert res["r2"] < 0.6  # uniform average over the columns, not variance-weighted
+
+
+def _genres(rng, n, weights):
+    """Features (n, 8) and 0/1 labels (n, 4): labels 0-2 each read one feature (label 2 on about
+    5 % of the samples), label 3 is noise; ``weights`` scales the signal."""
+    x = rng.normal(size=(n, 8))
+    logits = np.stack([x[:, 0], x[:, 1] - 0.5, x[:, 2] - 2.0], axis=1) * weights
+    y = np.concatenate(
+        [(logits + 0.3 * rng.normal(size=logits.shape) > 0), rng.random((n, 1)) < 0.3], axis=1
+    )
+    return x, y.astype(np.int64)
+
+
+def test_multilabel_probe_fits_one_classifier_per_label_and_scores_f1():
+    from sklearn.metrics import f1_score
+
+    rng = np.random.default_rng(7)
+    (x, y), (vx, vy), (tx, ty) = (_genres(rng, n, 4.0) for n in (600, 200, 400))
+    res = multilabel_probe(
+        x, y, tx, ty, [0.01, 1.0], holdout=0.4, seed=0, max_iter=500, valid=(vx, vy)
+    )
+    assert res["n_labels"] == 4 and res["C_chosen_on"] == "valid"
+    assert set(res["holdout_f1_macro"]) == {"0.01", "1"}
+    best = max(res["holdout_f1_macro"], key=res["holdout_f1_macro"].get)
+    assert res["best_C"] == float(best)
+    # the three readable labels near 1, the noise label near 0 (predicted absent): macro F1
+    # near 3/4; weighted F1 weighs the rare label 2 least and the noise label by its 30 %
+    assert 0.65 < res["f1_macro"] < 0.8
+    per_label = f1_score(ty[:, :3], (tx[:, :3] > [0, 0.5, 2]).astype(int), average=None)
+    assert (per_label > 0.8).all()  # the features do carry labels 0-2
+    support = ty.sum(axis=0)
+    assert res["f1_weighted"] < res["f1_micro"] and res["f1_weighted"] != res["f1_macro"]
+    assert support[2] < support[3]  # so macro and weighted F1 weigh labels differently
+    assert 0.0 <= res["hamming_loss"] <= 0.15 and 0.0 < res["subset_accuracy"] < 0.8
+
+
+def test_multilabel_probe_on_noise_and_a_label_absent_from_training():
+    rng = np.random.default_rng(8)
+    x, y = _genres(rng, 300, 0.0)  # no signal: every label is noise
+    tx, ty = _genres(rng, 200, 0.0)
+    y[:, 1] = 0  # never present in the training split
+    res = multilabel_probe(x, y, tx, ty, [1.0], holdout=0.4, seed=0, max_iter=200)
+    assert res["C_chosen_on"] == "holdout" and res["f1_macro"] < 0.5
+    assert res["labels_constant_in_training"] == [1]
+    with pytest.raises(ValueError, match="class_weight"):
+        multilabel_probe(x, y, tx, ty, [1.0], 0.4, 0, 200, class_weight="inverse")
+
+
+def test_probe_all_runs_the_multilabel_probe_for_a_multilabel_task():
+    rng = np.random.default_rng(9)
+    (train, train_labels), (test, test_labels) = _split(rng, 120), _split(rng, 60)
+    train_labels["tags"] = np.stack([train_labels["cls"], 1 - train_labels["cls"]], axis=1)
+    test_labels["tags"] = np.stack([test_labels["cls"], 1 - test_labels["cls"]], axis=1)
+    data = ProbeData(train, test, train_labels, test_labels)
+    tags = [{"name": "tags", "kind": "multilabel", "metric": "f1_weighted", "labels": "tags"}]
+    res = probe_all(_MeanPool(), data, PROBE, tags, torch.device("cpu"), 0, progress=False)
+    assert res["tasks"]["tags"]["kind"] == "multilabel" and res["tasks"]["tags"]["n_labels"] == 2
+    assert res["tasks"]["tags"]["f1_weighted"] > 0.9

@@ -19,13 +19,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from comm_repro.config import ConfigError
+from comm_repro.config import CLASSIFICATION, ConfigError
 from comm_repro.data.paired import Batch
 from comm_repro.losses import supcon_loss
 from comm_repro.methods.base import Trainable
 from comm_repro.methods.comm import CoMM
 
-CLASSIFICATION = ("binary", "multiclass")
 DEFAULT_TEMPERATURE = 0.07  # the authors' SupCon fine-tuning
 
 

@@ -21,12 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from comm_repro.config import ConfigError
+from comm_repro.config import CLASSIFICATION, ConfigError
 from comm_repro.losses import club_upper_bound, infonce_lower_bound
 from comm_repro.methods.base import Method, minimise
 
 MODES = ("ssl", "sup")
-CLASSIFICATION = ("binary", "multiclass")
 # The five heads of each modality, in the order of the probe features (the authors' order).
 HEADS = ("infonce_x1x2", "club_x1x2", "infonce_xy", "infonce_x1x2_cond", "club_x1x2_cond")
 CLUB_CRITICS = ("club_x1x2", "club_x1x2_cond")

@@ -6,11 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from comm_repro.config import ConfigError
+from comm_repro.config import CLASSIFICATION, ConfigError
 from comm_repro.losses import supcon_loss
 from comm_repro.methods.base import PooledFeatures
-
-CLASSIFICATION = ("binary", "multiclass")
 
 
 class SupCon(PooledFeatures):
