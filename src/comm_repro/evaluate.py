@@ -112,6 +112,13 @@ def _selection(
     return fit, (scale(valid[0]), valid[1]), (scale(final_x), final_y), scale
 
 
+def _class_weights(class_weight: str) -> str | None:
+    """scikit-learn's ``class_weight`` for the probe setting (``none`` or ``balanced``)."""
+    if class_weight not in CLASS_WEIGHTS:
+        raise ValueError(f"probe.class_weight must be one of {CLASS_WEIGHTS}, got {class_weight!r}")
+    return None if class_weight == "none" else class_weight
+
+
 def linear_probe(
     train_x: np.ndarray,
     train_y: np.ndarray,
@@ -134,9 +141,7 @@ def linear_probe(
     the majority class unless the signal is strong, and its balanced accuracy stays near 50 %
     even where the features rank the pairs well (``roc_auc``, threshold-free, tells).
     """
-    if class_weight not in CLASS_WEIGHTS:
-        raise ValueError(f"probe.class_weight must be one of {CLASS_WEIGHTS}, got {class_weight!r}")
-    weights = None if class_weight == "none" else class_weight
+    weights = _class_weights(class_weight)
     (fit_x, fit_y), (val_x, val_y), (final_x, final_y), scale = _selection(
         train_x, train_y, valid, holdout, seed, stratify=True
     )
@@ -192,9 +197,7 @@ def multilabel_probe(
     (the paper's MM-IMDb columns), micro and per-sample F1, exact-match accuracy and the
     Hamming loss. A label constant in a fit (absent from its samples) is predicted constant;
     a label absent from the test split counts as F1 0 in the macro mean (``zero_division``)."""
-    if class_weight not in CLASS_WEIGHTS:
-        raise ValueError(f"probe.class_weight must be one of {CLASS_WEIGHTS}, got {class_weight!r}")
-    weights = None if class_weight == "none" else class_weight
+    weights = _class_weights(class_weight)
     train_y = train_y.reshape(len(train_y), -1).astype(np.int64)
     test_y = test_y.reshape(len(test_y), -1).astype(np.int64)
     if valid is not None:
