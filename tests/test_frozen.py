@@ -152,3 +152,12 @@ def test_blip2_queries_and_text_states_load_from_a_folder(tmp_path):
     assert states.tokens.shape == (*ids.shape, 48) and torch.equal(states.mask, mask)
     assert text.mask_id == 103 and {101, 102, 0} <= text.special_ids
     assert not any(p.requires_grad for p in (*text.parameters(), *loaded_image.parameters()))
+
+
+def test_clip_vit_b32_costs_its_published_4_4_gmacs_per_image(clip):
+    from comm_repro.complexity import forward_flops, parameter_counts
+
+    image = torch.randn(1, 3, 224, 224)
+    macs = forward_flops(lambda: clip(image), clip) / 2
+    assert abs(macs / 4.41e9 - 1) < 0.01  # ViT-B/32 at 224 px (timm's model card: 4.4 GMACs)
+    assert abs(parameter_counts(clip)["params"] / 87.5e6 - 1) < 0.01  # without the projection
