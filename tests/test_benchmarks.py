@@ -18,6 +18,7 @@ TRAIN_STEP = ROOT / "benchmarks" / "bench_train_step.py"
 MOSI_STEP = ROOT / "benchmarks" / "bench_mosi_step.py"
 MULTIBENCH_STEP = ROOT / "benchmarks" / "bench_multibench_step.py"
 VT_PREPARE = ROOT / "benchmarks" / "bench_vt_prepare.py"
+FROZEN = ROOT / "benchmarks" / "bench_frozen_encoders.py"
 TINY = ["--resolution", "64", "--batch-size", "8", "--steps", "1", "--precisions", "fp32"]
 MOSI_TINY = ["--batch-size", "8", "--steps", "1", "--precisions", "fp32"]
 # each benchmark with the authors' code: its tiny arguments, and their files it imports
@@ -109,6 +110,24 @@ def test_multibench_step_times_other_methods_beside_comm():
     assert re.search(r"  comm fp32: \d+\.\d+ s per step", out), out
     for method in ("factorcl", "factorcl_sup", "supcon"):
         assert re.search(rf"  {method} fp32: .*; \d+\.\d+ x comm's step", out), out
+
+
+def test_frozen_encoders_report_throughput_and_project_mmimdb():
+    args = ["--encoders", "clip", "text", "--batch-size", "2", "--steps", "1"]
+    done = run_bench(*args, "--precisions", "fp32", script=FROZEN, timeout=300)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    _assert_names_the_machine(out)
+    assert "clip: ClipImageTokens, 87.5 M parameters, 8.82 GFLOPs per poster, batch 2" in out
+    assert re.search(r"text: SentenceTransformerStates, 134\.\d M parameters", out), out
+    found = re.findall(
+        r"(\d+\.\d) (poster|plot)s/s; every \2 once: (\d+\.\d+) h; .*: (\d+\.\d) h", out
+    )
+    assert [kind for _, kind, _, _ in found] == ["poster", "plot"], out
+    for rate, _, once, run in found:
+        assert float(once) == pytest.approx(25_959 / float(rate) / 3600, rel=0.05, abs=0.006)
+        assert float(run) == pytest.approx(15_552 * 2 * 70 / float(rate) / 3600, rel=0.05, abs=0.06)
+    assert not RATIO.search(out), out
 
 
 def test_vt_prepare_reports_peak_memory_at_two_sizes():
