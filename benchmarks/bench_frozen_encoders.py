@@ -20,13 +20,11 @@ The second is a lower bound of a run's time: the trainable fusion step comes on 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 from bench_common import machine_line
 
-from comm_repro.complexity import forward_flops
+from comm_repro.complexity import forward_flops, forward_latency, parameter_counts
 from comm_repro.models import frozen
 from comm_repro.train import autocast_context, resolve_precision
 
@@ -52,21 +50,6 @@ def _images(size: int):
     return lambda n: (torch.randn(n, 3, size, size),)
 
 
-def time_forward(encoder, inputs, device, precision: str, steps: int) -> list[float]:
-    times = []
-    with autocast_context(device, precision):
-        for i in range(steps + 1):  # one warm-up
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            t0 = time.perf_counter()
-            encoder(*inputs)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            if i:
-                times.append(time.perf_counter() - t0)
-    return times
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--encoders", nargs="+", default=["clip", "text"])
@@ -87,13 +70,18 @@ def main() -> None:
         inputs = tuple(x.to(device) for x in make(args.batch_size))
         one = tuple(x[:1] for x in inputs)
         flops = forward_flops(lambda e=encoder, x=one: e(*x), encoder)
-        millions = sum(p.numel() for p in encoder.parameters()) / 1e6
+        millions = parameter_counts(encoder)["params"] / 1e6
         print(
             f"\n{name}: {type(encoder).__name__}, {millions:.1f} M parameters, "
             f"{flops / 1e9:.2f} GFLOPs per {sample}, batch {args.batch_size}"
         )
         for precision in precisions:
-            median = statistics.median(time_forward(encoder, inputs, device, precision, args.steps))
+
+            def forward(e=encoder, x=inputs, p=precision):
+                with autocast_context(device, p):
+                    e(*x)
+
+            median = forward_latency(forward, encoder, device, args.steps, warmup=1)["latency_s"]
             rate = args.batch_size / median
             once_h = ALL / rate / 3600
             run_h = TRAIN * VIEWS * EPOCHS / rate / 3600
