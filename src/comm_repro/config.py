@@ -185,9 +185,9 @@ def _section(cfg: dict[str, Any], key: str) -> dict[str, Any]:
 
 # Sections holding defaults that a dataset and then a method may override, key by key.
 OVERRIDABLE = ("model", "encoders", "augment", "train", "finetune", "probe")
-# Per modality kind: which `encoders:` / `augment:` entry a modality takes by default.
 # Task kinds with one class label per sample (multilabel: a 0/1 row; regression: values).
 CLASSIFICATION = ("binary", "multiclass")
+# Per modality kind: which `encoders:` / `augment:` entry a modality takes by default.
 DEFAULT_METRIC = {
     "binary": "balanced_accuracy",
     "multiclass": "balanced_accuracy",

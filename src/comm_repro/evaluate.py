@@ -326,18 +326,9 @@ def probe_all(
         name = task["name"]
         valid = None if valid_x is None else (valid_x, data.valid_labels[name])
         common = dict(cs=cs, holdout=float(probe_cfg["holdout_fraction"]), seed=seed, valid=valid)
-        if task["kind"] in CLASSIFICATION:
-            results[name] = linear_probe(
-                train_x,
-                data.train_labels[name],
-                test_x,
-                data.test_labels[name],
-                **common,
-                max_iter=int(probe_cfg["max_iter"]),
-                class_weight=probe_cfg["class_weight"],
-            )
-        elif task["kind"] == "multilabel":
-            results[name] = multilabel_probe(
+        if task["kind"] in (*CLASSIFICATION, "multilabel"):
+            probe = multilabel_probe if task["kind"] == "multilabel" else linear_probe
+            results[name] = probe(
                 train_x,
                 data.train_labels[name],
                 test_x,

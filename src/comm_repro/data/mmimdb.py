@@ -26,6 +26,7 @@ from __future__ import annotations
 import bz2
 import contextlib
 import gzip
+import hashlib
 import json
 import lzma
 import tarfile
@@ -77,8 +78,6 @@ RAW_SPLITS = {"train": "train", "valid": "dev", "test": "test"}  # ours -> split
 SPLITS = tuple(RAW_SPLITS)
 OFFICIAL_SIZES = {"train": 15552, "valid": 2608, "test": 7799}  # Arevalo et al. 2017
 IMAGE_SIZE = 224
-MODALITIES = {"image": "image", "text": "text"}  # name -> kind
-LABELS = ("genres",)
 ARRAYS = ("image", "genres")
 POSTER_SUFFIXES = (".jpeg", ".jpg")
 
@@ -304,9 +303,10 @@ def prepare(
     A movie whose JSON or poster is missing or unreadable raises DataError naming the file."""
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     t0 = time.perf_counter()
-    if _raw_folder(raw_dir) is None:
+    found = _raw_folder(raw_dir)
+    if found is None:
         raise DataError(f"{raw_dir} has no split.json and dataset/: not the MM-IMDb folder")
-    raw_dir = _raw_folder(raw_dir)
+    raw_dir = found
     splits = read_split_file(raw_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "manifest.json").unlink(missing_ok=True)  # a half-rewritten set never verifies
@@ -405,10 +405,11 @@ def load_split(data_dir: str | Path, split: str, verify: bool = True) -> dict[st
     if not text_path.is_file():
         raise DataError(f"{text_path} is missing; {hint}")
     expected = read_manifest(data_dir)["splits"][split].get("text_sha256")
-    if verify and download.sha256_file(text_path) != expected:
-        raise DataError(f"{text_path} does not match its sha256 in manifest.json; {hint}")
     try:
-        text = json.loads(text_path.read_text(encoding="utf-8"))
+        raw = text_path.read_bytes()  # read once: hashed, then parsed
+        if verify and hashlib.sha256(raw).hexdigest() != expected:
+            raise DataError(f"{text_path} does not match its sha256 in manifest.json; {hint}")
+        text = json.loads(raw.decode("utf-8"))
     except (OSError, ValueError) as err:
         raise DataError(f"{text_path} is unreadable ({describe(err)}); {hint}") from None
     loaded["ids"], loaded["plots"] = text["ids"], text["plots"]

@@ -214,14 +214,13 @@ class SentenceTransformerStates(TextStates):
             # the architecture of the default model's transformer (distilbert-base-multilingual)
             config = DistilBertConfig(vocab_size=119547, dim=768, n_layers=6, n_heads=12)
             self.net, self.tokenizer, self.max_length = DistilBertModel(config), None, 128
-            self.special_ids, self.mask_id = {0, 101, 102}, 103
         else:
             from sentence_transformers import SentenceTransformer
 
             st = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
             self.net, self.tokenizer = st[0].auto_model, st.tokenizer
             self.max_length = int(st.max_seq_length)
-            self.special_ids, self.mask_id = _special_ids(self.tokenizer)
+        self.special_ids, self.mask_id = _special_ids(self.tokenizer)
         self.out_channels = int(self.net.config.hidden_size)
         self.freeze()
 
@@ -230,6 +229,10 @@ class SentenceTransformerStates(TextStates):
 
 
 def _special_ids(tokenizer) -> tuple[set[int], int]:
+    """The ids masking leaves alone, and [MASK]'s id. Without a tokenizer (random weights):
+    BERT's vocabularies' [PAD], [CLS], [SEP] and [MASK], which both default models use."""
+    if tokenizer is None:
+        return {0, 101, 102}, 103
     if tokenizer.mask_token_id is None:
         raise DataError(f"the tokenizer {type(tokenizer).__name__} has no [MASK] token")
     return set(tokenizer.all_special_ids) - {tokenizer.mask_token_id}, int(tokenizer.mask_token_id)
@@ -292,10 +295,7 @@ class Blip2TextStates(TextStates):
         self.embeddings, self.qformer = net.embeddings, net.qformer
         self.mask_prob = float(mask_prob)
         self.max_length = int(net.config.qformer_config.max_position_embeddings)
-        if self.tokenizer is None:
-            self.special_ids, self.mask_id = {0, 101, 102}, 103  # BERT's [PAD] [CLS] [SEP] [MASK]
-        else:
-            self.special_ids, self.mask_id = _special_ids(self.tokenizer)
+        self.special_ids, self.mask_id = _special_ids(self.tokenizer)
         self.out_channels = int(net.config.qformer_config.hidden_size)
         self.freeze()
 
