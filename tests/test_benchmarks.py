@@ -127,6 +127,21 @@ def test_frozen_encoders_report_throughput_and_project_mmimdb():
     for rate, _, once, run in found:
         assert float(once) == pytest.approx(25_959 / float(rate) / 3600, rel=0.05, abs=0.006)
         assert float(run) == pytest.approx(15_552 * 2 * 70 / float(rate) / 3600, rel=0.05, abs=0.06)
+    # the fusion step on precomputed tokens, and one run: both views through both encoders
+    # and the fusion step, at the paper's batch of 64, 243 steps per epoch, 70 epochs
+    assert "fusion: CoMM's trainable part (embedding 768, 1 layer, 8 heads)" in out
+    fusion = re.search(
+        r"fp32: (\d+\.\d+) s per step .*: (\d+\.\d) h; one MM-IMDb CoMM run \(CLIP backbone\): "
+        r"(\d+\.\d) h \((\d+)% of it in the frozen encoders\)",
+        out,
+    )
+    assert fusion, out
+    step_s, fusion_h, run_h, share = map(float, fusion.groups())
+    per_step = step_s * 64 / 2
+    assert fusion_h == pytest.approx(per_step * 243 * 70 / 3600, rel=0.05, abs=0.06)
+    frozen_s = sum(2 * 64 / float(rate) for rate, *_ in found)
+    assert run_h == pytest.approx((frozen_s + per_step) * 243 * 70 / 3600, rel=0.05, abs=0.06)
+    assert share == pytest.approx(100 * frozen_s / (frozen_s + per_step), abs=1)
     assert not RATIO.search(out), out
 
 

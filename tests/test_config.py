@@ -441,6 +441,18 @@ def test_rows_with_their_own_datasets_and_chosen_columns_decide_the_runs(tmp_pat
     assert experiment_runs(cfg, "only_b") == [("b3", "three", 0), ("b3", "three", 1)]
     with pytest.raises(ConfigError, match=r"columns \['C'\] are not in the table spec"):
         experiment_runs(cfg, "wrong")
+    # a row whose runs do not depend on the seed (nothing trained) runs the first seed alone
+    spec["rows"].append({"method": "public", "label": "public", "one_seed": True})
+    path.write_text(yaml.safe_dump(spec))
+    cfg["experiments"]["seeded"] = {"table": "t", "methods": ["public", "three"], "seeds": [3, 4]}
+    assert experiment_runs(cfg, "seeded") == [
+        ("a", "three", 3),
+        ("a", "three", 4),
+        ("a", "public", 3),
+        ("b3", "three", 3),
+        ("b3", "three", 4),
+        ("b", "public", 3),
+    ]
 
 
 def test_the_default_study_runs_fig4_on_both_trifeature_datasets(monkeypatch):
@@ -508,12 +520,12 @@ def test_schema_refusals_name_the_key():
     )
 
 
-def test_a_modality_kind_is_image_sequence_or_tabular():
+def test_a_modality_kind_is_image_sequence_tabular_or_text():
     custom = _sequence_dataset()
     custom["modalities"][0]["kind"] = "graph"
     assert re.match(
         r"datasets\.affect\.modalities\[0\]\.kind: 'graph' is not one of "
-        r"\['image', 'sequence', 'tabular'\]",
+        r"\['image', 'sequence', 'tabular', 'text'\]",
         _refused(lambda c: c["datasets"].update(affect=custom)),
     )
 

@@ -245,3 +245,30 @@ def test_a_tabular_view_adds_noise_to_whole_vectors_and_drops_nothing():
     assert torch.all(noise != 0) and 0.05 < noise.std().item() < 0.2  # N(0, 0.1^2), no zeros
     weak, _ = views("weak", [x, xs[0]], [None, masks[0]])
     assert weak is x
+
+
+def test_a_batch_draws_one_alternative_per_row_anew_each_time():
+    # 3 samples with 1, 2 and 3 alternatives (texts) of 4 steps; alternative j of sample i
+    # holds 10 * i + j, the padded alternatives -1 (never drawn)
+    ids = np.full((3, 3, 4), -1, dtype=np.int64)
+    counts = np.array([1, 2, 3])
+    for i, c in enumerate(counts):
+        for j in range(c):
+            ids[i, j] = 10 * i + j
+    mask = ids >= 0
+    images = np.zeros((3, 8, 8, 3), np.uint8)
+    data = PairedBank.aligned([images, ids], [None, mask], None, [None, counts])
+    assert data.sample_shapes() == [(8, 8, 3), (4,)]
+    torch.manual_seed(0)
+    seen = {i: set() for i in range(3)}
+    for _ in range(60):
+        batch = data.gather(torch.arange(3))
+        assert batch.inputs[1].shape == (3, 4) and bool(batch.masks[1].all())
+        for i, row in enumerate(batch.inputs[1]):
+            assert len(set(row.tolist())) == 1  # one alternative, whole
+            seen[i].add(int(row[0]) - 10 * i)
+    assert seen == {0: {0}, 1: {0, 1}, 2: {0, 1, 2}}  # every real one, no padded one
+    other = PairedBank.aligned([images, ids], [None, mask], None, [None, np.array([1, 1, 3])])
+    assert other.digest() != data.digest()  # the counts are part of the data
+    with pytest.raises(ValueError, match="alternative"):
+        PairedBank.aligned([images, ids], [None, mask], None, [None, np.array([1, 0, 3])])

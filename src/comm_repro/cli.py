@@ -4,9 +4,13 @@ comm-repro prepare trifeatures --out DIR
 comm-repro prepare mosi|humor|sarcasm [--source FILE | --download-to PATH] --out DIR
 comm-repro prepare mimic --source im.pk --out DIR
 comm-repro prepare vision_touch [--source FOLDER|ZIP | --download-to PATH] --out DIR
+comm-repro prepare mmimdb [--source FOLDER|TARBALL | --download-to PATH] --out DIR
 comm-repro pretrain --config CFG --dataset NAME --method NAME --seed S --data DIR --out RUN_DIR
 comm-repro finetune --run RUN_DIR --data DIR --out RUN_DIR/finetune [--settings FT.yaml]
-comm-repro probe --run RUN_DIR --data DIR --out probe.json
+comm-repro features --settings FEATURES.yaml --data DIR --out FEATURES_DIR
+comm-repro probe --run RUN_DIR --data DIR --out probe.json [--features FEATURES_DIR ...]
+comm-repro complexity --settings RUN_DIR/settings.yaml --data DIR --out C.json [--batch-size 64]
+comm-repro complexity-table --spec SPEC.yaml --results C.json ... --out PREFIX
 comm-repro table --spec SPEC.yaml --probes P.json ... --methods M ... [--columns C ...] --out PREFIX
 comm-repro figure table --spec SPEC.yaml --table PREFIX.csv [--columns C ...] --out PREFIX
 comm-repro figure curves --runs RUN_DIR ... --out PREFIX
@@ -264,6 +268,11 @@ def cmd_probe(args: argparse.Namespace) -> int:
     device, precision = resolve_compute(run_cfg["train"], _device(args))
     dataset = run_cfg["dataset"]
     data = family(dataset["family"]).probe_data(Path(args.data), dataset, run_cfg["probe"])
+    if args.features:
+        from comm_repro.features import use_features
+
+        for folder in args.features:
+            use_features(data, run_cfg, Path(folder), Path(args.data))
     label_shapes = {
         t["labels"]: tuple(data.train_labels[t["name"]].shape[1:]) for t in dataset["tasks"]
     }
@@ -293,6 +302,70 @@ def cmd_probe(args: argparse.Namespace) -> int:
         f"{t} {m['metric']} {m[m['metric']]:.3f}" for t, m in result["tasks"].items()
     )
     print(f"{summary} -> {args.out}")
+    return 0
+
+
+def cmd_features(args: argparse.Namespace) -> int:
+    from comm_repro.features import compute
+    from comm_repro.train import resolve_compute
+
+    _setup_compute(args.threads)
+    t0 = time.perf_counter()
+    settings = load_yaml(args.settings)
+    check(settings, "feature_settings", str(args.settings))
+    device, precision = resolve_compute(settings["train"], _device(args))
+    manifest = compute(
+        settings,
+        Path(args.data),
+        Path(args.out),
+        device,
+        precision,
+        batch_size=args.batch_size,
+        progress=not args.quiet,
+    )
+    counts = ", ".join(f"{k} {v['count']}" for k, v in manifest["splits"].items())
+    print(
+        f"{settings['modality']} features of {counts} samples ({precision}, {device}) -> "
+        f"{args.out} in {time.perf_counter() - t0:.1f} s"
+    )
+    return 0
+
+
+def cmd_complexity(args: argparse.Namespace) -> int:
+    from comm_repro.complexity import run_complexity
+    from comm_repro.provenance import provenance
+    from comm_repro.train import resolve_compute
+
+    _setup_compute(args.threads)
+    run_cfg, source = _pretrain_settings(args)
+    check_run(run_cfg, source=source)
+    run_cfg = with_task_defaults(run_cfg)
+    device, precision = resolve_compute(run_cfg["train"], _device(args))
+    measured = run_complexity(
+        run_cfg, Path(args.data), device, precision, args.batch_size, args.repeats
+    )
+    result = {
+        "dataset": run_cfg["dataset"]["name"],
+        "method": run_cfg["method"]["name"],
+        **measured,
+        **provenance(device),
+    }
+    write_json(args.out, result)
+    print(
+        f"{result['dataset']} {result['method']}: {measured['flops'] / 1e9:.1f} GFLOPs, "
+        f"{measured['params'] / 1e6:.1f} M parameters, {measured['latency_s'] * 1e3:.0f} ms per "
+        f"batch of {measured['batch_size']} ({precision}, {device}) -> {args.out}"
+    )
+    return 0
+
+
+def cmd_complexity_table(args: argparse.Namespace) -> int:
+    from comm_repro import report
+
+    spec = report.load_complexity_spec(args.spec)
+    table = report.build_complexity_table(spec, [load_json(p) for p in args.results])
+    paths = report.write_complexity_table(table, spec, args.out)
+    print(" ".join(map(str, paths)))
     return 0
 
 
@@ -351,7 +424,8 @@ def make_parser() -> argparse.ArgumentParser:
         "dataset",
         help="a dataset family: trifeatures (generated), mosi, humor, sarcasm (a raw pickle, "
         "converted), mimic (im.pk, which you supply), vision_touch (the triangle_real_data "
-        "folder or zip), or package.module:attribute of one of your own",
+        "folder or zip), mmimdb (the mmimdb folder or tarball), or package.module:attribute "
+        "of one of your own",
     )
     p.add_argument("--out", required=True, type=Path, help="directory for the prepared files")
     p.add_argument(
@@ -368,12 +442,13 @@ def make_parser() -> argparse.ArgumentParser:
         "--source",
         type=Path,
         help="the raw file, one you already have (read in place; datasets.<name>.source); "
-        "vision_touch: the unzipped triangle_real_data folder, or the zip",
+        "vision_touch: the unzipped triangle_real_data folder, or the zip; mmimdb: the "
+        "unpacked mmimdb folder, or mmimdb.tar.gz",
     )
     p.add_argument(
         "--download-to",
         type=str,
-        help="affect, vision_touch: where the raw file is looked for, and downloaded to if "
+        help="affect, vision_touch, mmimdb: where the raw file is looked for, and downloaded to if "
         "absent (a file, or a directory for the authors' file name; default "
         "data/raw/<dataset>/<file> in the repository, or $COMM_REPRO_RAW_DIR/<dataset>/<file>)",
     )
@@ -383,16 +458,8 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "pretrain", help="self-supervised pretraining of one (dataset, method, seed)"
     )
-    p.add_argument(
-        "--settings", type=Path, help="the run's resolved settings (the workflow's settings.yaml)"
-    )
-    p.add_argument("--config", type=Path, help="or: a study config YAML, with the three below")
-    p.add_argument("--dataset", help="a key of datasets: in the study config")
-    p.add_argument("--method", help="a key of methods: in the study config")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--data", required=True, type=Path, help="prepared dataset directory")
+    _add_run_selection(p)
     p.add_argument("--out", required=True, type=Path, help="run directory (resumes if present)")
-    p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="overrides, e.g. train.epochs=5")
     _add_runtime_options(p)
     p.set_defaults(func=cmd_pretrain)
 
@@ -430,8 +497,46 @@ def make_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override the run's settings, e.g. probe.max_iter=100 probe.max_train_samples=1000",
     )
+    p.add_argument(
+        "--features",
+        nargs="+",
+        type=Path,
+        help="folders of frozen encoders' probe features (of `comm-repro features`), used in "
+        "place of running those encoders",
+    )
     _add_runtime_options(p)
     p.set_defaults(func=cmd_probe)
+
+    p = sub.add_parser(
+        "features", help="a frozen encoder's probe-time outputs, once for every run's probes"
+    )
+    p.add_argument(
+        "--settings",
+        required=True,
+        type=Path,
+        help="the modality's feature settings (the workflow's features settings.yaml)",
+    )
+    p.add_argument("--data", required=True, type=Path, help="prepared dataset directory")
+    p.add_argument("--out", required=True, type=Path, help="folder for the features")
+    p.add_argument("--batch-size", type=int, default=64, help="samples per encoder pass")
+    _add_runtime_options(p)
+    p.set_defaults(func=cmd_features)
+
+    p = sub.add_parser(
+        "complexity", help="FLOPs, parameters and forward latency of a run's model (Table 8)"
+    )
+    _add_run_selection(p)
+    p.add_argument("--out", required=True, type=Path, help="JSON to write")
+    p.add_argument("--batch-size", type=int, default=64, help="samples per timed forward pass")
+    p.add_argument("--repeats", type=int, default=5, help="timed passes after one warm-up")
+    _add_runtime_options(p)
+    p.set_defaults(func=cmd_complexity)
+
+    p = sub.add_parser("complexity-table", help="a complexity table from measurements")
+    p.add_argument("--spec", required=True, type=Path, help="e.g. config/tables/table8.yaml")
+    p.add_argument("--results", required=True, nargs="+", type=Path, help="complexity JSONs")
+    p.add_argument("--out", required=True, type=Path, help="output prefix (.csv, .md)")
+    p.set_defaults(func=cmd_complexity_table)
 
     p = sub.add_parser("table", help="aggregate probe results into a paper table")
     p.add_argument(
@@ -465,6 +570,20 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="index .html to write")
     p.set_defaults(func=cmd_index)
     return parser
+
+
+def _add_run_selection(p: argparse.ArgumentParser) -> None:
+    """Which run (its settings file, or a study config and its dataset, method and seed; see
+    ``_pretrain_settings``), overrides, and its prepared data."""
+    p.add_argument(
+        "--settings", type=Path, help="the run's resolved settings (the workflow's settings.yaml)"
+    )
+    p.add_argument("--config", type=Path, help="or: a study config YAML, with the three below")
+    p.add_argument("--dataset", help="a key of datasets: in the study config")
+    p.add_argument("--method", help="a key of methods: in the study config")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--data", required=True, type=Path, help="prepared dataset directory")
+    p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="overrides, e.g. train.epochs=5")
 
 
 def _add_runtime_options(p: argparse.ArgumentParser) -> None:

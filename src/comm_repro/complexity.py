@@ -127,3 +127,42 @@ def complexity(
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
     }
+
+
+def run_complexity(
+    run_cfg: dict[str, Any],
+    data_dir,
+    device: torch.device,
+    precision: str,
+    batch_size: int = 64,
+    repeats: int = 5,
+) -> dict[str, Any]:
+    """Table 8's columns for the model of a run's settings (``run_cfg``), its probe-time forward
+    pass (every encoder, then the fusion: ``features``) on the first ``batch_size`` movies of
+    the prepared test split, in ``precision`` on ``device``. The model is built as the run
+    builds it (frozen encoders with their configured weights); what it has trained does not
+    change these counts, so no training is needed."""
+    from pathlib import Path
+
+    from comm_repro.data.registry import family
+    from comm_repro.methods import build_method
+    from comm_repro.train import autocast_context
+
+    dataset = run_cfg["dataset"]
+    probe = run_cfg.get("probe") or {}
+    data = family(dataset["family"]).probe_data(Path(data_dir), dataset, probe)
+    rows = torch.arange(min(batch_size, len(data.test)))
+    batch = data.test.gather(rows)
+    label_shapes = {t["labels"]: data.test_labels[t["name"]].shape[1:] for t in dataset["tasks"]}
+    model = build_method(run_cfg, data.test.sample_shapes(), label_shapes).to(device)
+    inputs = [x.to(device) for x in batch.inputs]
+    masks = [None if k is None else k.to(device) for k in batch.masks]
+    moved = type(batch)(inputs, masks)
+
+    def forward():
+        with autocast_context(device, precision):
+            return model.features(moved)
+
+    measured = complexity(model, forward, len(rows), device, repeats=repeats)
+    lengths = [int(k.sum(dim=1).max()) for k in masks if k is not None]
+    return {**measured, "precision": precision, "max_tokens_per_text": max(lengths, default=None)}

@@ -240,7 +240,7 @@ def _modality(m: dict[str, Any], where: str, encoders: dict, augment: dict) -> d
 
 
 # How CoMM turns a modality's encoder output into tokens when the modality sets no `tokens`.
-DEFAULT_TOKENS = {"image": "patch", "sequence": "step", "tabular": "feature"}
+DEFAULT_TOKENS = {"image": "patch", "sequence": "step", "tabular": "feature", "text": "step"}
 
 
 def modality_tokens(m: dict[str, Any]) -> str:
@@ -366,6 +366,42 @@ def data_id(dataset_cfg: dict[str, Any]) -> str:
     return "/".join(parts)
 
 
+# Encoders whose weights are pretrained and stay frozen (comm_repro.models.frozen): their probe
+# features are computed once per prepared copy (comm_repro.features).
+FROZEN_ENCODERS = ("clip_vit", "blip2_image", "sentence_transformer", "blip2_text")
+
+
+def frozen_modalities(dataset: dict[str, Any]) -> list[dict[str, Any]]:
+    """The modalities of a resolved dataset whose encoder is frozen (their probe features can
+    be computed once)."""
+    return [m for m in dataset["modalities"] if m["encoder"].get("name") in FROZEN_ENCODERS]
+
+
+def feature_settings(run_cfg: dict[str, Any], modality: str) -> dict[str, Any]:
+    """What a modality's probe features depend on, from a run's resolved settings: the dataset
+    without its other modalities, and the run's device and precision settings."""
+    dataset = copy.deepcopy(run_cfg["dataset"])
+    dataset["modalities"] = [m for m in dataset["modalities"] if m["name"] == modality]
+    if not dataset["modalities"]:
+        raise ConfigError(f"dataset {dataset['name']!r} has no modality {modality!r}")
+    train = {k: run_cfg["train"][k] for k in ("device", "precision")}
+    return {"dataset": dataset, "modality": modality, "train": train}
+
+
+def feature_dir(run_cfg: dict[str, Any], modality: str) -> str:
+    """The features' folder under the features root: ``<data id>/<modality>-<digest>``, the
+    digest of what the features depend on: the prepared copy, the modality's kind and encoder,
+    the device and precision settings (datasets that share a prepared copy and the encoder
+    share the features; a run's augmentation, tokens and tasks do not matter). ``run_cfg``: a
+    run's settings, or :func:`feature_settings`."""
+    settings = feature_settings(run_cfg, modality)
+    dataset = settings["dataset"]
+    own = {k: dataset["modalities"][0][k] for k in ("name", "kind", "encoder")}
+    key = {"data": data_id(dataset), "modality": own, **settings["train"]}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    return f"{data_id(dataset)}/{modality}-{digest}"
+
+
 def _path_word(text: str) -> str:
     if re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", text) and text not in (".", ".."):
         return text
@@ -462,18 +498,21 @@ def experiment_spec(cfg: dict[str, Any], name: str) -> dict[str, Any]:
 def experiment_results(cfg: dict[str, Any], name: str) -> list[tuple[str, str, int, str]]:
     """The (dataset, method, seed, stage) probe results of experiment ``name``: for each row of
     its table (see :func:`table_rows`), the dataset of each column (:func:`row_datasets`, none
-    where the row has a dash) at the row's stage (:func:`row_stage`), times its seeds."""
+    where the row has a dash) at the row's stage (:func:`row_stage`), times its seeds (the
+    first alone for a row with ``one_seed: true``: nothing in its runs depends on the seed)."""
     exp = cfg["experiments"][name]
     spec = experiment_spec(cfg, name)
+    seeds = [int(s) for s in exp["seeds"]]
     cells = [
-        (dataset, row["method"], row_stage(row))
+        (dataset, row["method"], row_stage(row), tuple(seeds[:1] if row.get("one_seed") else seeds))
         for row in table_rows(spec, list(exp["methods"]))
         for dataset in row_datasets(spec, row).values()
         if dataset is not None
     ]
-    order = list(dict.fromkeys(d for d, _, _ in cells))  # by dataset first, as the columns go
+    order = list(dict.fromkeys(cell[0] for cell in cells))  # by dataset first, as columns go
     cells = sorted(dict.fromkeys(cells), key=lambda cell: order.index(cell[0]))
-    return [(d, m, int(s), stage) for d, m, stage in cells for s in exp["seeds"]]
+    results = [(d, m, s, stage) for d, m, stage, row_seeds in cells for s in row_seeds]
+    return list(dict.fromkeys(results))
 
 
 def experiment_runs(cfg: dict[str, Any], name: str) -> list[tuple[str, str, int]]:

@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from comm_repro.config import CLASSIFICATION
 from comm_repro.data.paired import PairedBank
 from comm_repro.data.registry import ProbeData
+from comm_repro.models.encoders import Encoded
 from comm_repro.train import autocast_context
 
 CLASS_WEIGHTS = ("none", "balanced")
@@ -56,8 +57,10 @@ def extract_features(
     batch_size: int = 256,
     precision: str = "auto",
     progress: bool = True,
+    precomputed: frozenset[int] = frozenset(),
 ) -> np.ndarray:
-    """(P, F) float32 features of every row of ``data``."""
+    """(P, F) float32 features of every row of ``data``; the banks of the modalities
+    ``precomputed`` hold their encoder's outputs already (tokens, masks)."""
     method.eval()
     encoded = []
     for m, (bank, masks) in enumerate(zip(data.banks, data.masks)):
@@ -66,7 +69,10 @@ def extract_features(
             x = bank[s : s + batch_size].to(device)
             mask = None if masks is None else masks[s : s + batch_size].to(device)
             with autocast_context(device, precision):
-                z, z_mask = method.encode(m, x, mask)
+                if m in precomputed:
+                    z, z_mask = method.from_encoded(m, Encoded(x.float(), mask))
+                else:
+                    z, z_mask = method.encode(m, x, mask)
             chunks.append(z.float())
             chunk_masks.append(z_mask)
         joined = None if chunk_masks[0] is None else torch.cat(chunk_masks)
@@ -194,9 +200,10 @@ def multilabel_probe(
     per label, C chosen by macro F1 on ``valid`` (or a hold-out of train), then refit on train
     (+ valid); the authors' MM-IMDb probe (one ``LogisticRegression`` per genre, C from the
     grid by macro F1 on the dev split). Scored on the hard predictions: weighted F1 and macro F1
-    (the paper's MM-IMDb columns), micro and per-sample F1, exact-match accuracy and the
-    Hamming loss. A label constant in a fit (absent from its samples) is predicted constant;
-    a label absent from the test split counts as F1 0 in the macro mean (``zero_division``)."""
+    (the paper's MM-IMDb columns), micro and per-sample F1, each label's F1, exact-match
+    accuracy and the Hamming loss. A label constant in a fit (absent from its samples) is
+    predicted constant; a label absent from the test split counts as F1 0 in the macro mean
+    (``zero_division``)."""
     weights = _class_weights(class_weight)
     train_y = train_y.reshape(len(train_y), -1).astype(np.int64)
     test_y = test_y.reshape(len(test_y), -1).astype(np.int64)
@@ -225,8 +232,10 @@ def multilabel_probe(
         f"f1_{average}": float(f1_score(test_y, pred, average=average, zero_division=0))
         for average in ("weighted", "macro", "micro", "samples")
     }
+    per_label = f1_score(test_y, pred, average=None, zero_division=0)
     return {
         **f1,
+        "f1_per_label": [float(v) for v in per_label],
         "subset_accuracy": float(accuracy_score(test_y, pred)),
         "hamming_loss": float(hamming_loss(test_y, pred)),
         "class_weight": class_weight,
@@ -314,11 +323,12 @@ def probe_all(
     """Features once, then one probe per task (by its kind). Returns metrics and timing."""
     t0 = time.perf_counter()
     batch = int(probe_cfg.get("batch_size", 256))
-    train_x = extract_features(method, data.train, device, batch, precision, progress)
-    test_x = extract_features(method, data.test, device, batch, precision, progress)
+    how = dict(precision=precision, progress=progress, precomputed=data.encoded)
+    train_x = extract_features(method, data.train, device, batch, **how)
+    test_x = extract_features(method, data.test, device, batch, **how)
     valid_x = None
     if data.valid is not None:
-        valid_x = extract_features(method, data.valid, device, batch, precision, progress)
+        valid_x = extract_features(method, data.valid, device, batch, **how)
     extract_s = time.perf_counter() - t0
     cs = [float(c) for c in probe_cfg["C_grid"]]
     results = {}

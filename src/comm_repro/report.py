@@ -53,7 +53,7 @@ COLUMN_KEYS = (
     "chance",
     "lower_is_better",
 )
-ROW_KEYS = ("method", "label", "stage", "datasets", "paper")
+ROW_KEYS = ("method", "label", "stage", "datasets", "paper", "one_seed")
 FIGURE_KEYS = ("columns", "labels", "ylabel", "ylim")
 
 
@@ -185,6 +185,8 @@ def _check_row(node: Any, i: int, names: list[str], source: str) -> dict:
         stage = row_stage(node)
     except ConfigError as err:
         _fail(source, f"{where}.stage", str(err))
+    if not isinstance(node.get("one_seed", False), bool):
+        _fail(source, f"{where}.one_seed", f"must be true or false, got {node['one_seed']!r}")
     return {
         "method": method,
         "label": _string(node.get("label", method), source, f"{where}.label"),
@@ -568,6 +570,111 @@ def markdown(frame: pd.DataFrame) -> str:
 
     lines = [line(frame.columns), "|" + "---|" * frame.shape[1]]
     return "\n".join([*lines, *(line(row) for row in frame.itertuples(index=False))])
+
+
+# ---------------------------------------------------------------------------------------------
+# Complexity tables (Table 8)
+
+COMPLEXITY_KEYS = ("title", "paper", "note", "rows")
+COMPLEXITY_ROW_KEYS = ("label", "dataset", "method", "paper")
+# Measured quantity -> its column in the tables and the unit it is shown in.
+MEASURES = {
+    "flops": ("FLOPs", "G", 1e9),
+    "macs": ("MACs", "G", 1e9),
+    "params": ("#Params", "M", 1e6),
+    "latency_s": ("Fwd latency", "ms", 1e-3),
+}
+
+
+def load_complexity_spec(path: str | Path) -> dict:
+    """A complexity table's spec: ``title``, ``paper``, ``note`` and ``rows`` of ``label``,
+    ``dataset``, ``method`` and the paper's values (``paper: {flops, macs, params, latency_s}``,
+    any of them)."""
+    source = str(path)
+    spec = _mapping(load_yaml(path), COMPLEXITY_KEYS, ("title", "paper", "rows"), source, "")
+    if not isinstance(spec["rows"], list) or not spec["rows"]:
+        _fail(source, "rows", "must be a non-empty list")
+    rows = []
+    for i, node in enumerate(spec["rows"]):
+        where = f"rows[{i}]"
+        row = _mapping(node, COMPLEXITY_ROW_KEYS, ("label", "dataset", "method"), source, where)
+        paper = _mapping(row.get("paper") or {}, tuple(MEASURES), (), source, f"{where}.paper")
+        rows.append(
+            {
+                **{
+                    k: _string(row[k], source, f"{where}.{k}")
+                    for k in ("label", "dataset", "method")
+                },
+                "paper": {k: _number(v, source, f"{where}.paper.{k}") for k, v in paper.items()},
+            }
+        )
+    return {**spec, "rows": rows, "note": spec.get("note", ""), "source": source}
+
+
+def complexity_rows(spec: dict) -> list[tuple[str, str]]:
+    """The (dataset, method) pairs a complexity table measures, once each."""
+    return list(dict.fromkeys((r["dataset"], r["method"]) for r in spec["rows"]))
+
+
+def build_complexity_table(spec: dict, results: Iterable[dict]) -> pd.DataFrame:
+    """One row per spec row: label, dataset, method, each measure and the paper's, and how it
+    was measured (batch, device, precision). ``results``: `comm-repro complexity` outputs."""
+    by_run = {(r["dataset"], r["method"]): r for r in results}
+    out = []
+    for row in spec["rows"]:
+        key = (row["dataset"], row["method"])
+        if key not in by_run:
+            raise ResultsError(
+                f"no complexity measurement of method {row['method']!r} on {row['dataset']!r} "
+                f"for {spec['source']}: run `comm-repro complexity` for it"
+            )
+        found = by_run[key]
+        cells = {m: found[m] for m in MEASURES}
+        paper = {f"paper_{m}": row["paper"].get(m, math.nan) for m in MEASURES}
+        how = {k: found[k] for k in ("batch_size", "device_name", "precision")}
+        out.append(
+            {
+                "label": row["label"],
+                **dict(zip(("dataset", "method"), key)),
+                **cells,
+                **paper,
+                **how,
+            }
+        )
+    return pd.DataFrame(out)
+
+
+def _in_unit(value: float, measure: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    _, unit, scale = MEASURES[measure]
+    return f"{value / scale:,.1f} {unit}"
+
+
+def write_complexity_table(table: pd.DataFrame, spec: dict, prefix: str | Path) -> list[Path]:
+    """``prefix``.csv (numbers as measured) and .md (ours beside the paper's, in G, M and ms),
+    with a note on how it was measured."""
+    prefix = Path(prefix)
+    wide = pd.DataFrame({"Model": table["label"]})
+    for measure, (name, _, _) in MEASURES.items():
+        wide[name] = [_in_unit(v, measure) for v in table[measure]]
+        wide[f"{name} (paper)"] = [_in_unit(v, measure) for v in table[f"paper_{measure}"]]
+    how = ", ".join(
+        dict.fromkeys(
+            f"batch {int(r.batch_size)} on {r.device_name} in {r.precision}"
+            for r in table.itertuples()
+        )
+    )
+    note = (
+        f"{spec['title'].rstrip('.')}: one forward pass (every encoder, then the fusion) of a "
+        f"batch, {how}; FLOPs by PyTorch's counter (MACs = FLOPs / 2), latency the median of "
+        f"timed passes. Paper: {spec['paper'].rstrip('.')} (its batch and GPU are not stated). "
+        + spec["note"]
+    ).strip()
+    paths = [prefix.with_suffix(".csv"), prefix.with_suffix(".md")]
+    write_text(paths[0], table.to_csv(index=False))
+    write_text(paths[1], markdown(wide) + f"\n\n{note}\n")
+    return paths
 
 
 # ---------------------------------------------------------------------------------------------

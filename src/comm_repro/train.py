@@ -249,7 +249,8 @@ def save_atomic(obj: Any, path: Path) -> None:
 
 
 def write_log(rows: list[dict[str, Any]], path: Path) -> None:
-    columns = list(dict.fromkeys(k for row in rows for k in row))
+    """The epochs' rows as CSV (a header of epoch and loss when nothing trained)."""
+    columns = list(dict.fromkeys(k for row in rows for k in row)) or ["epoch", "loss"]
     with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
@@ -302,6 +303,10 @@ def pretrain(
     time, last row, device, precision, fingerprint)."""
     train = run_cfg["train"]
     epochs, batch_size = int(train["epochs"]), int(train["batch_size"])
+    # A method whose every parameter is frozen (public weights) has nothing to train.
+    trainable = any(p.requires_grad for p in method.parameters())
+    if not trainable:
+        epochs = 0
     if len(data) < batch_size:
         raise UserError(
             f"train.batch_size={batch_size} exceeds the {len(data)} training samples of "
@@ -315,7 +320,7 @@ def pretrain(
     channels_last = bool(train.get("channels_last", True))
     method.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     data = data.to(device)
-    optimizers = method.optimizers(train)
+    optimizers = method.optimizers(train) if trainable else {}
     for optimizer in optimizers.values():
         for group in optimizer.param_groups:
             group["initial_lr"] = group["lr"]  # what the schedule scales (kept in its state)
@@ -343,6 +348,8 @@ def pretrain(
             _say(f"{out_dir}: already trained ({epochs} epochs); outputs written again")
         else:
             _say(f"resuming {out_dir} after epoch {start_epoch}/{epochs}")
+    if not trainable:
+        _say(f"{out_dir}: the method's parameters are all frozen; nothing to train")
 
     steps = len(data) // batch_size  # drop the ragged batch: BatchNorm and InfoNCE want B >= 2
     started = time.perf_counter()

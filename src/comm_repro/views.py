@@ -5,7 +5,10 @@ Images are augmented modality by modality (``comm_repro.augment``); the sequence
 a sample are augmented together, as the authors' "drop + noise" decides drop and noise once per
 sample for all of them (``comm_repro.sequence_augment``); a tabular modality (a vector per
 sample) gets its own noise, decided per sample, as the authors' "noise" on MIMIC's static
-features (the same noise applied to the vector as one step).
+features (the same noise applied to the vector as one step). Text (token ids) has no views of its
+own: its encoder masks tokens in training (the authors' text augmentation), and which of a
+sample's texts a batch holds is drawn with the batch (``PairedBank.gather``), so both views of
+a sample read the same text.
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ class Views:
                 self.tabular[m] = {
                     view: _sequence_augment({**aug[view], "drop_p": 0.0}) for view in VIEWS
                 }
-            else:
+            elif modality["kind"] != "text":
                 raise ConfigError(f"modality kind {modality['kind']!r} has no views")
         self.sequence = {view: _sequence_augment(s) for view, s in (shared or {}).items()}
 
@@ -72,6 +75,8 @@ class Views:
             elif self.kinds[m] == "tabular":
                 aug = self.tabular[m][name]
                 out[m] = inputs[m] if aug is None else aug([inputs[m][:, None]], [None])[0][:, 0]
+            elif self.kinds[m] == "text":
+                out[m] = inputs[m]
             elif m == sequences[0]:  # all sequence modalities at once, at the first one's turn
                 aug = self.sequence[name]
                 xs = [inputs[s] for s in sequences]

@@ -1,6 +1,7 @@
 # Paths, wildcard constraints, the runs each experiment declares and the settings each job reads.
 # `settings` (comm_repro.config) is imported by configfiles.smk, included before this file.
 
+import re
 import shlex
 import shutil
 
@@ -17,6 +18,7 @@ wildcard_constraints:
     dataset=_alternatives(config["datasets"]),
     method=_alternatives(config["methods"]),
     experiment=_alternatives(config.get("experiments") or {"none": None}),
+    complexity=_alternatives(config.get("complexity") or {"none": None}),
     seed=r"\d+",
 
 
@@ -49,6 +51,43 @@ def check_config():
                 )
 
 
+def check_complexity():
+    """Complexity tables: their specs exist, name no experiment's table, and measure runs of
+    the study's datasets and methods."""
+    for name, entry in (config.get("complexity") or {}).items():
+        if name in (config.get("experiments") or {}):
+            raise WorkflowError(
+                f"complexity.{name}: an experiment has that name too (both make "
+                f"{RESULTS}/tables/{name}.csv); rename one"
+            )
+        spec = settings.table_spec_path(entry["table"])
+        if not spec.is_file():
+            raise WorkflowError(f"complexity.{name}.table: {spec} not found")
+        for dataset, method in complexity_runs(name):
+            for key, value in (("datasets", dataset), ("methods", method)):
+                if value not in config[key]:
+                    raise WorkflowError(
+                        f"complexity.{name}: its table {spec} measures {value!r}, which is "
+                        f"not a key of {key}: {sorted(config[key])}"
+                    )
+
+
+def complexity_runs(name):
+    """The (dataset, method) pairs the complexity table ``name`` measures."""
+    spec = settings.load_yaml(
+        settings.table_spec_path(config["complexity"][name]["table"])
+    )
+    rows = spec.get("rows") or []
+    return list(dict.fromkeys((r.get("dataset"), r.get("method")) for r in rows))
+
+
+def complexity_results(name):
+    return [
+        f"{RESULTS}/complexity/{name}/{dataset}/{method}.json"
+        for dataset, method in complexity_runs(name)
+    ]
+
+
 def check_cli():
     """Rules call the `comm-repro` command. Unless conda provides each rule's environment,
     it must be on PATH: say how to get it rather than fail in every job."""
@@ -78,6 +117,7 @@ def column_arguments(wildcards):
 
 
 check_config()
+check_complexity()
 check_cli()
 
 
@@ -134,6 +174,37 @@ def probe_settings(wildcards):
     return {"probe": run["probe"]}
 
 
+# Frozen encoders' probe features: one folder per prepared copy and encoder, shared by every
+# run that probes with them (comm_repro.features); folder -> the settings it is computed with.
+def run_features(dataset, method):
+    run = settings.run_config(config, dataset, method, 0)
+    return {
+        settings.feature_dir(run, m["name"]): settings.feature_settings(run, m["name"])
+        for m in settings.frozen_modalities(run["dataset"])
+    }
+
+
+FEATURES = {}
+for _dataset, _method, _seed in settings.study_runs(config):
+    FEATURES.update(run_features(_dataset, _method))
+
+
+def feature_files(wildcards):
+    return [
+        f"{RESULTS}/features/{folder}/manifest.json"
+        for folder in run_features(wildcards.dataset, wildcards.method)
+    ]
+
+
+def feature_arguments(wildcards, input):
+    folders = [str(Path(f).parent) for f in input.features]
+    return f"--features {' '.join(map(shlex.quote, folders))}" if folders else ""
+
+
+def feature_data(wildcards):
+    return f"{RESULTS}/data/{settings.data_id(FEATURES[wildcards.features]['dataset'])}"
+
+
 def job_resources(stage, key):
     return config["resources"][stage][key]
 
@@ -187,6 +258,8 @@ def all_targets():
         targets += multiext(f"{RESULTS}/tables/{name}", ".csv", ".md", ".tex")
         targets += multiext(f"{RESULTS}/figures/{name}", ".png", ".pdf")
         targets += multiext(f"{RESULTS}/figures/training_curves_{name}", ".png", ".pdf")
+    for name in config.get("complexity") or {}:
+        targets += multiext(f"{RESULTS}/tables/{name}", ".csv", ".md")
     for name in reported_experiments():
         targets += [f"{RESULTS}/reports/{name}.ipynb", f"{RESULTS}/reports/{name}.html"]
     return targets + [f"{RESULTS}/reports/index.html"]

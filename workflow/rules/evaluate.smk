@@ -1,9 +1,53 @@
+# A frozen encoder's probe-time outputs, once per prepared copy and encoder (comm_repro.features):
+# every probe of a run with that modality reads them instead of running the encoder.
+rule feature_settings:
+    output:
+        f"{RESULTS}/features/{{features}}/settings.yaml",
+    log:
+        f"{RESULTS}/logs/features/{{features}}_settings.log",
+    wildcard_constraints:
+        features=_alternatives(re.escape(f) for f in FEATURES) or "none",
+    localrule: True
+    params:
+        settings=lambda wildcards: FEATURES[wildcards.features],
+    run:
+        with open(output[0], "w") as f:
+            yaml.safe_dump(params.settings, f, sort_keys=False)
+
+
+rule features:
+    input:
+        settings=f"{RESULTS}/features/{{features}}/settings.yaml",
+        data=lambda wildcards: f"{feature_data(wildcards)}/manifest.json",
+    output:
+        f"{RESULTS}/features/{{features}}/manifest.json",
+    log:
+        f"{RESULTS}/logs/features/{{features}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/features/{{features}}.tsv"
+    conda:
+        "../envs/comm.yaml"
+    threads: job_resources("probe", "threads")
+    resources:
+        gpu=job_resources("probe", "gpu"),
+        mem_mb=job_resources("probe", "mem_mb"),
+        runtime=job_resources("probe", "runtime"),
+    params:
+        data=feature_data,
+        out=lambda wildcards, output: Path(output[0]).parent,
+        gpu=gpu_lock_args("probe"),
+    shell:
+        "comm-repro features --settings {input.settings} --data {params.data} --out {params.out} "
+        "--threads {threads} {params.gpu} --quiet --exit-with-parent > {log} 2>&1"
+
+
 rule probe:
     input:
         record=f"{RUN}/run.json",
         model=f"{RUN}/model.pt",
         settings=f"{RUN}/probe_settings.yaml",
         data=lambda wildcards: data_files(wildcards.dataset),
+        features=feature_files,
     output:
         f"{RUN}/probe.json",
     log:
@@ -20,10 +64,12 @@ rule probe:
     params:
         data=lambda wildcards: data_dir(wildcards.dataset),
         run=lambda wildcards, input: Path(input.model).parent,
+        features=feature_arguments,
         gpu=gpu_lock_args("probe"),
     shell:
         "comm-repro probe --run {params.run} --settings {input.settings} --data {params.data} "
-        "--out {output} --threads {threads} {params.gpu} --quiet --exit-with-parent > {log} 2>&1"
+        "{params.features} --out {output} --threads {threads} {params.gpu} --quiet "
+        "--exit-with-parent > {log} 2>&1"
 
 
 # The same probe on a fine-tuned copy (the probe settings are the run's).
@@ -33,6 +79,7 @@ use rule probe as probe_finetuned with:
         model=f"{RUN}/finetune/model.pt",
         settings=f"{RUN}/probe_settings.yaml",
         data=lambda wildcards: data_files(wildcards.dataset),
+        features=feature_files,
     output:
         f"{RUN}/finetune/probe.json",
     log:

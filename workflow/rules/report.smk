@@ -116,3 +116,57 @@ rule report_index:
     shell:
         "comm-repro index --reports {input.reports} --tables {params.tables} --out {output} "
         "> {log} 2>&1"
+
+
+# Complexity tables (Table 8): each row's model built from its run's settings and measured in a
+# job of its own (a GPU job where the study has GPUs: the latency is the device's), then gathered.
+rule complexity:
+    input:
+        settings=f"{RESULTS}/runs/{{dataset}}/{{method}}/seed0/settings.yaml",
+        data=lambda wildcards: data_files(wildcards.dataset),
+    output:
+        f"{RESULTS}/complexity/{{complexity}}/{{dataset}}/{{method}}.json",
+    log:
+        f"{RESULTS}/logs/complexity/{{complexity}}/{{dataset}}/{{method}}.log",
+    conda:
+        "../envs/comm.yaml"
+    threads: job_resources("pretrain", "threads")
+    resources:
+        gpu=job_resources("pretrain", "gpu"),
+        mem_mb=job_resources("pretrain", "mem_mb"),
+        runtime=job_resources("probe", "runtime"),
+    params:
+        data=lambda wildcards: data_dir(wildcards.dataset),
+        batch=lambda wildcards: config["complexity"][wildcards.complexity].get(
+            "batch_size", 64
+        ),
+        repeats=lambda wildcards: config["complexity"][wildcards.complexity].get(
+            "repeats", 5
+        ),
+        gpu=gpu_lock_args("pretrain"),
+    shell:
+        "comm-repro complexity --settings {input.settings} --data {params.data} --out {output} "
+        "--batch-size {params.batch} --repeats {params.repeats} --threads {threads} "
+        "{params.gpu} --quiet --exit-with-parent > {log} 2>&1"
+
+
+rule complexity_table:
+    input:
+        spec=lambda wildcards: str(
+            settings.table_spec_path(
+                config["complexity"][wildcards.complexity]["table"]
+            )
+        ),
+        results=lambda wildcards: complexity_results(wildcards.complexity),
+    output:
+        multiext(f"{RESULTS}/tables/{{complexity}}", ".csv", ".md"),
+    log:
+        f"{RESULTS}/logs/report/complexity_{{complexity}}.log",
+    localrule: True
+    conda:
+        "../envs/comm.yaml"
+    params:
+        prefix=output_prefix,
+    shell:
+        "comm-repro complexity-table --spec {input.spec} --results {input.results} "
+        "--out {params.prefix} > {log} 2>&1"

@@ -79,6 +79,8 @@ SPLITS = tuple(RAW_SPLITS)
 OFFICIAL_SIZES = {"train": 15552, "valid": 2608, "test": 7799}  # Arevalo et al. 2017
 IMAGE_SIZE = 224
 ARRAYS = ("image", "genres")
+MODALITIES = {"poster": "image", "plot": "text"}  # a dataset's modality names -> kinds
+LABELS = ("genres",)
 POSTER_SUFFIXES = (".jpeg", ".jpg")
 
 
@@ -414,3 +416,30 @@ def load_split(data_dir: str | Path, split: str, verify: bool = True) -> dict[st
         raise DataError(f"{text_path} is unreadable ({describe(err)}); {hint}") from None
     loaded["ids"], loaded["plots"] = text["ids"], text["plots"]
     return loaded
+
+
+def token_bank(
+    plots: list[list[str]], tokenizer: Any, max_length: int, first_only: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every movie's plots as token ids: ``ids`` (N, P, L) int32 (P: the most plots of a movie,
+    L: the longest text, cut at ``max_length``; padding ids and mask False past each text and
+    each movie's plots), ``mask`` (N, P, L) bool and ``counts`` (N,) of each movie's plots. A
+    movie without a plot has one empty text. ``first_only``: each movie's first plot alone
+    (P = 1), the probes' deterministic choice where the authors draw one at random."""
+    texts = [(movie or [""])[: 1 if first_only else None] for movie in plots]
+    counts = np.array([len(t) for t in texts], dtype=np.int64)
+    out = tokenizer(
+        [t for movie in texts for t in movie],
+        padding="longest",
+        truncation=True,
+        max_length=max_length,
+        return_tensors="np",
+    )
+    flat_ids, flat_mask = out["input_ids"], out["attention_mask"].astype(bool)
+    rows = np.repeat(np.arange(len(texts)), counts)
+    cols = np.concatenate([np.arange(c) for c in counts]) if len(texts) else rows
+    shape = (len(texts), int(counts.max(initial=1)), flat_ids.shape[1])
+    ids = np.full(shape, tokenizer.pad_token_id or 0, dtype=np.int32)
+    mask = np.zeros(shape, dtype=bool)
+    ids[rows, cols], mask[rows, cols] = flat_ids, flat_mask
+    return ids, mask, counts

@@ -4,7 +4,9 @@ A bimodal Trifeature pair is two images of one image set, so storing each image 
 (P, n_modalities) table of indices keeps the whole training set in memory (and on the GPU) at the
 cost of one gather per batch. Datasets whose modalities are aligned one-to-one use
 ``index[:, m] = arange(N)``. Padded sequence modalities carry a (N, T) bool mask bank beside
-their inputs (True at real steps); labels, when a dataset has them, are indexed by row.
+their inputs (True at real steps); labels, when a dataset has them, are indexed by row. A
+modality with several alternatives per sample (MM-IMDb's plots) stores them on axis 1 with the
+count of each sample's (``choices``); a batch draws one of them per row, anew at every draw.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ class PairedBank:
     index: torch.Tensor  # (P, n_modalities) int64: row p takes banks[m][index[p, m]]
     masks: list[torch.Tensor | None] | None = None  # per modality, rows as in banks[m]
     labels: dict[str, torch.Tensor] = field(default_factory=dict)  # per label array, (P, ...)
+    # per modality: None, or (N,) int64, how many of the sample's alternatives (axis 1) are real
+    choices: list[torch.Tensor | None] | None = None
 
     def __post_init__(self) -> None:
         if self.index.ndim != 2 or self.index.shape[1] != len(self.banks):
@@ -54,6 +58,11 @@ class PairedBank:
             self.masks = [None] * len(self.banks)
         if len(self.masks) != len(self.banks):
             raise ValueError(f"got {len(self.masks)} masks for {len(self.banks)} modalities")
+        if self.choices is None:
+            self.choices = [None] * len(self.banks)
+        for m, counts in enumerate(self.choices):
+            if counts is not None and (len(counts) != len(self.banks[m]) or counts.min() < 1):
+                raise ValueError(f"modality {m}: every sample needs >= 1 alternative")
         for task, labels in self.labels.items():
             if labels.shape[0] != len(self):
                 raise ValueError(f"labels {task!r} have {labels.shape[0]} rows, not {len(self)}")
@@ -65,6 +74,7 @@ class PairedBank:
         index: np.ndarray,
         masks: list[np.ndarray | None] | None = None,
         labels: dict[str, np.ndarray] | None = None,
+        choices: list[np.ndarray | None] | None = None,
     ) -> PairedBank:
         # Modalities that share one array (both Trifeature images, one mask of aligned
         # sequences) share one tensor too.
@@ -80,6 +90,7 @@ class PairedBank:
             torch.from_numpy(np.asarray(index, dtype=np.int64)),
             None if masks is None else [tensor(m) for m in masks],
             {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in (labels or {}).items()},
+            None if choices is None else [tensor(c) for c in choices],
         )
 
     @classmethod
@@ -88,15 +99,17 @@ class PairedBank:
         banks: list[np.ndarray],
         masks: list[np.ndarray | None] | None = None,
         labels: dict[str, np.ndarray] | None = None,
+        choices: list[np.ndarray | None] | None = None,
     ) -> PairedBank:
         """Modalities aligned one-to-one: sample i of every bank forms row i."""
         n = len(banks[0])
         index = np.repeat(np.arange(n, dtype=np.int64)[:, None], len(banks), axis=1)
-        return cls.from_numpy(banks, index, masks, labels)
+        return cls.from_numpy(banks, index, masks, labels, choices)
 
     def sample_shapes(self) -> list[tuple[int, ...]]:
-        """Each modality's sample shape (without the batch axis)."""
-        return [tuple(b.shape[1:]) for b in self.banks]
+        """Each modality's sample shape as a batch has it (without the batch axis, nor the
+        axis of alternatives)."""
+        return [tuple(b.shape[1 if c is None else 2 :]) for b, c in zip(self.banks, self.choices)]
 
     @property
     def n_modalities(self) -> int:
@@ -116,13 +129,14 @@ class PairedBank:
             self.index.to(device),
             [move(m) for m in self.masks],
             {k: v.to(device) for k, v in self.labels.items()},
+            [move(c) for c in self.choices],
         )
 
     def digest(self) -> str:
         """sha256 of every bank, mask, label and the index (shapes and dtypes included): what a
         run trains on, so that a rerun can tell the same data from changed data."""
         h = hashlib.sha256()
-        extra = [m for m in self.masks if m is not None] + [
+        extra = [t for t in [*self.masks, *self.choices] if t is not None] + [
             self.labels[k] for k in sorted(self.labels)
         ]
         for tensor in [*self.banks, self.index, *extra]:
@@ -130,11 +144,16 @@ class PairedBank:
         return h.hexdigest()
 
     def gather(self, rows: torch.Tensor) -> Batch:
-        """The samples of ``rows`` as a batch."""
+        """The samples of ``rows`` as a batch (one random alternative of each sample, where a
+        modality has several)."""
         rows = rows.to(self.index.device)
         idx = self.index[rows]
-        return Batch(
-            [bank[idx[:, m]] for m, bank in enumerate(self.banks)],
-            [None if mask is None else mask[idx[:, m]] for m, mask in enumerate(self.masks)],
-            {k: v[rows] for k, v in self.labels.items()},
-        )
+        inputs, masks = [], []
+        for m, (bank, mask, counts) in enumerate(zip(self.banks, self.masks, self.choices)):
+            at: tuple[torch.Tensor, ...] = (idx[:, m],)
+            if counts is not None:
+                draw = torch.rand(len(rows), device=counts.device)
+                at = (idx[:, m], (draw * counts[idx[:, m]]).long())
+            inputs.append(bank[at])
+            masks.append(None if mask is None else mask[at])
+        return Batch(inputs, masks, {k: v[rows] for k, v in self.labels.items()})

@@ -26,7 +26,9 @@ from comm_repro.data.paired import PairedBank
 @dataclass
 class ProbeData:
     """Frozen-feature probes: train (fitted), test (scored) and, where the dataset has one, a
-    valid split on which the probe's C is chosen (else a hold-out of train is)."""
+    valid split on which the probe's C is chosen (else a hold-out of train is). ``encoded``:
+    the modalities whose banks hold their encoder's outputs already (tokens, masks), not inputs
+    (:func:`comm_repro.features.use_features`)."""
 
     train: PairedBank
     test: PairedBank
@@ -34,6 +36,7 @@ class ProbeData:
     test_labels: dict[str, np.ndarray]
     valid: PairedBank | None = None
     valid_labels: dict[str, np.ndarray] = field(default_factory=dict)
+    encoded: frozenset[int] = frozenset()
 
 
 class Family(Protocol):
@@ -99,6 +102,14 @@ def named_arrays_bank(
     every = {k: loaded[k] for k in module.LABELS} if with_labels else None
     bank = PairedBank.aligned([loaded[m["name"]] for m in dataset["modalities"]], None, every)
     return bank, labels
+
+
+def prepared_summary(manifest: dict, what: str, source, out_dir, t0: float, details: str) -> str:
+    """The line `comm-repro prepare` prints: the split counts of ``manifest``, ``what`` they
+    count, where from and to, the time since ``t0``, and ``details``."""
+    counts = ", ".join(f"{k} {v['count']}" for k, v in manifest["splits"].items())
+    seconds = time.perf_counter() - t0
+    return f"wrote {counts} {what} from {source} to {out_dir} in {seconds:.1f} s ({details})"
 
 
 class NamedArraysFamily:
@@ -228,12 +239,11 @@ class AffectFamily:
                         print(f"comm-repro prepare: warning: {w.message}", file=sys.stderr)
                     else:
                         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-        counts = ", ".join(f"{k} {v['count']}" for k, v in manifest["splits"].items())
-        return (
-            f"wrote {counts} samples of {self.corpus} from {raw} to {out_dir} in "
-            f"{time.perf_counter() - t0:.1f} s (dropped {manifest['dropped_samples']} with "
-            f"all-zero text, set {manifest['non_finite_replaced']} non-finite values to 0)"
+        details = (
+            f"dropped {manifest['dropped_samples']} with all-zero text, set "
+            f"{manifest['non_finite_replaced']} non-finite values to 0"
         )
+        return prepared_summary(manifest, f"samples of {self.corpus}", raw, out_dir, t0, details)
 
     def _bank(self, data_dir, split, dataset, with_labels=False):
         """A split's bank of the declared modalities and its labels per declared task."""
@@ -286,13 +296,12 @@ class MimicFamily(NamedArraysFamily):
         t0 = time.perf_counter()
         raw = mimic.obtain_raw(source)
         manifest = mimic.prepare(raw, out_dir, stats=stats, task=task, progress=progress)
-        counts = ", ".join(f"{k} {v['count']}" for k, v in manifest["splits"].items())
-        return (
-            f"wrote {counts} samples of mimic from {raw} to {out_dir} in "
-            f"{time.perf_counter() - t0:.1f} s (ICD-9 task {task}, z-scores from "
+        details = (
+            f"ICD-9 task {task}, z-scores from "
             f"{'the whole file' if stats == 'all' else 'the train split'}, "
-            f"{sum(manifest['non_finite_replaced'].values())} non-finite values set to 0)"
+            f"{sum(manifest['non_finite_replaced'].values())} non-finite values set to 0"
         )
+        return prepared_summary(manifest, "samples of mimic", raw, out_dir, t0, details)
 
     def probe_data(self, data_dir, dataset, probe):
         return on_own_splits(
@@ -323,12 +332,9 @@ class VisionTouchFamily(NamedArraysFamily):
         t0 = time.perf_counter()
         raw = vt.obtain_raw(source=source, download_to=download_to, progress=progress)
         manifest = vt.prepare(raw, out_dir, progress=progress)
-        counts = ", ".join(f"{k} {v['count']}" for k, v in manifest["splits"].items())
-        return (
-            f"wrote {counts} samples of vision_touch ({manifest['raw']['files']} files) from "
-            f"{raw} to {out_dir} in {time.perf_counter() - t0:.1f} s (no validation split: "
-            "the authors validate on test)"
-        )
+        what = f"samples of vision_touch ({manifest['raw']['files']} files)"
+        details = "no validation split: the authors validate on test"
+        return prepared_summary(manifest, what, raw, out_dir, t0, details)
 
     def probe_data(self, data_dir, dataset, probe):
         """Train and test banks; ``valid`` is the test bank itself (the authors' val = test,
@@ -344,11 +350,77 @@ class VisionTouchFamily(NamedArraysFamily):
         return on_own_splits("vision_touch", probe, part)
 
 
+# ---------------------------------------------------------------------------------------------
+# MM-IMDb (a tarball of posters and JSON, converted once; plots tokenized per job)
+
+
+class MmimdbFamily:
+    """MM-IMDb (datasets.md §4): ``poster`` (N, 224, 224, 3) uint8, memory-mapped, and ``plot``,
+    each movie's plots as token ids of the plot modality's text encoder (tokenized when a job
+    starts, so the prepared copy serves every encoder); labels ``genres`` (N, 23) 0/1. Splits
+    train, valid (the authors' dev) and test. A training batch draws one of a movie's plots
+    (both views read it); the probes read the first."""
+
+    def prepare(self, out_dir, options, source, download_to, progress):
+        from comm_repro.data import mmimdb
+
+        unknown = sorted(set(options) - {"size"})
+        if unknown:
+            raise ConfigError(f"mmimdb takes the option size, not {unknown}")
+        if source is not None and download_to is not None:
+            raise ConfigError(
+                "give --source (a folder or tarball you have) or --download-to, not both"
+            )
+        t0 = time.perf_counter()
+        raw = mmimdb.obtain_raw(source=source, download_to=download_to, progress=progress)
+        manifest = mmimdb.prepare(
+            raw, out_dir, size=int(options.get("size", mmimdb.IMAGE_SIZE)), progress=progress
+        )
+        details = (
+            f"{manifest['size_check']}; {len(manifest['truncated_posters'])} truncated posters "
+            f"read as far as they go, {sum(manifest['unknown_genres_dropped'].values())} unknown "
+            "genre labels dropped"
+        )
+        return prepared_summary(manifest, "movies of mmimdb", raw, out_dir, t0, details)
+
+    def _bank(self, data_dir, split, dataset, training=False):
+        from comm_repro.data import mmimdb
+        from comm_repro.models.frozen import text_tokenizer
+
+        declared(dataset, mmimdb.MODALITIES)
+        declared(dataset, dict.fromkeys(mmimdb.LABELS), "tasks")
+        loaded = mmimdb.load_split(data_dir, split)
+        banks, masks, choices = [], [], []
+        for modality in dataset["modalities"]:
+            if modality["kind"] == "image":
+                banks.append(loaded["image"])
+                masks.append(None)
+                choices.append(None)
+                continue
+            tokenizer, max_length = text_tokenizer(modality["encoder"])
+            ids, mask, counts = mmimdb.token_bank(
+                loaded["plots"], tokenizer, max_length, first_only=not training
+            )
+            banks.append(ids if training else ids[:, 0])
+            masks.append(mask if training else mask[:, 0])
+            choices.append(counts if training else None)
+        labels = {t["name"]: loaded[t["labels"]] for t in dataset["tasks"]}
+        every = {k: loaded[k] for k in mmimdb.LABELS} if training else None
+        return PairedBank.aligned(banks, masks, every, choices), labels
+
+    def pretrain_data(self, data_dir, dataset):
+        return self._bank(data_dir, "train", dataset, training=True)[0]
+
+    def probe_data(self, data_dir, dataset, probe):
+        return on_own_splits("mmimdb", probe, lambda split: self._bank(data_dir, split, dataset))
+
+
 FAMILIES: dict[str, Family] = {
     "trifeatures": TrifeatureFamily(),
     **{corpus: AffectFamily(corpus) for corpus in ("mosi", "humor", "sarcasm")},
     "mimic": MimicFamily(),
     "vision_touch": VisionTouchFamily(),
+    "mmimdb": MmimdbFamily(),
 }
 
 

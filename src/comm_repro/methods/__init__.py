@@ -13,6 +13,8 @@ from comm_repro.methods.comm import CoMM
 from comm_repro.methods.cross import Cross
 from comm_repro.methods.cross_self import CrossSelf
 from comm_repro.methods.factorcl import FactorCL
+from comm_repro.methods.frozen_embeddings import FrozenEmbeddings
+from comm_repro.methods.simclr import SimCLR
 from comm_repro.methods.supcon import SupCon
 
 METHODS: dict[str, type[Method]] = {
@@ -22,6 +24,8 @@ METHODS: dict[str, type[Method]] = {
     "cmc": CMC,
     "factorcl": FactorCL,
     "supcon": SupCon,
+    "simclr": SimCLR,
+    "frozen_embeddings": FrozenEmbeddings,
 }
 
 
@@ -68,7 +72,9 @@ __all__ = [
     "Cross",
     "CrossSelf",
     "FactorCL",
+    "FrozenEmbeddings",
     "Method",
+    "SimCLR",
     "SupCon",
     "build_method",
     "task_targets",

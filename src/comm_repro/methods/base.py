@@ -12,7 +12,7 @@ from torch import nn
 
 from comm_repro.config import ConfigError
 from comm_repro.data.paired import Batch
-from comm_repro.models import build_encoder
+from comm_repro.models import Encoded, build_encoder
 from comm_repro.views import Views
 
 NO_DECAY_NAMES = ("cls", "logit_scale")
@@ -89,9 +89,10 @@ class Method(Trainable):
     ``loss(batch)`` takes a :class:`Batch` of raw inputs (uint8 images, float sequences with
     their masks, labels) and makes its own views; ``features(batch) = fuse([encode(m, x_m,
     mask_m)])`` is the frozen representation for probing, split in two so that a bank of
-    samples can be encoded once and fused per row. ``targets``: the dataset's tasks by name
-    (with ``dim``, see :func:`comm_repro.methods.task_targets`), for methods that train with
-    labels.
+    samples can be encoded once and fused per row; ``encode`` is ``from_encoded`` of the
+    encoder's output, so that the outputs of a frozen encoder can be computed once and reused.
+    ``targets``: the dataset's tasks by name (with ``dim``, see
+    :func:`comm_repro.methods.task_targets`), for methods that train with labels.
 
     Training: ``optimizers(train)`` gives the method's optimisers by name and ``train_step``
     one step with them; by default one AdamW on ``loss``. A method with more optimisers (e.g.
@@ -122,8 +123,17 @@ class Method(Trainable):
             raise ConfigError(f"method {self.cfg.get('name', '?')!r} needs the setting {key!r}")
         return self.cfg[key]
 
-    def encode(self, m: int, x: torch.Tensor, mask: torch.Tensor | None = None) -> Encoding:
+    def encoder_output(self, m: int, x: torch.Tensor, mask: torch.Tensor | None = None) -> Encoded:
+        """Modality m's encoder on its plain view of ``x``: for a frozen encoder, what a cache
+        of probe features holds (:mod:`comm_repro.features`)."""
+        return self.encoders[m](self.views.plain(m, x), mask)
+
+    def from_encoded(self, m: int, encoded: Encoded) -> Encoding:
+        """Modality m's probe encoding from its encoder's output."""
         raise NotImplementedError
+
+    def encode(self, m: int, x: torch.Tensor, mask: torch.Tensor | None = None) -> Encoding:
+        return self.from_encoded(m, self.encoder_output(m, x, mask))
 
     def fuse(self, encoded: list[Encoding]) -> torch.Tensor:
         raise NotImplementedError
@@ -159,8 +169,8 @@ class PooledFeatures(Method):
     """A method whose probe features are the concatenated pooled encoder outputs (sequence
     tokens pooled by their mean over the real steps, feature maps over their locations)."""
 
-    def encode(self, m, x, mask=None):
-        return self.encoders[m](self.views.plain(m, x), mask).pooled(), None
+    def from_encoded(self, m, encoded):
+        return encoded.pooled(), None
 
     def fuse(self, encoded):
         return torch.cat([z for z, _ in encoded], dim=1)

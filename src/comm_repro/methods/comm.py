@@ -84,8 +84,8 @@ class CoMM(Method):
         tokens = [self._tokens(m, v, k) for m, (v, k) in enumerate(zip(views, masks))]
         return self.fusion(tokens, masks=masks)
 
-    def encode(self, m, x, mask=None):
-        return self._tokens(m, self.views.plain(m, x), mask), mask
+    def from_encoded(self, m, encoded):
+        return self.tokenizers[m](encoded), encoded.mask
 
     def fuse(self, encoded):
         return self.fusion([t for t, _ in encoded], masks=[k for _, k in encoded])

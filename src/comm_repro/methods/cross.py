@@ -49,8 +49,8 @@ class Cross(Method):
     def after_step(self):
         self.logit_scale.clamp_(0.0, MAX_LOGIT_SCALE)
 
-    def encode(self, m, x, mask=None):
-        return self._embed(m, self.views.plain(m, x), mask), None
+    def from_encoded(self, m, encoded):
+        return self.projections[m](encoded.pooled()), None
 
     def fuse(self, encoded):
         return torch.cat([z for z, _ in encoded], dim=1)

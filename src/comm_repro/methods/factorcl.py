@@ -265,8 +265,8 @@ class FactorCL(Method):
 
     # --- probe features ----------------------------------------------------------------------
 
-    def encode(self, m, x, mask=None):
-        z = self.encoders[m](self.views.plain(m, x), mask).pooled()
+    def from_encoded(self, m, encoded):
+        z = encoded.pooled()
         return torch.cat([self.heads[name][m](z) for name in HEADS], dim=1), None
 
     def fuse(self, encoded):

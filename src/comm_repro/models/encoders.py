@@ -129,6 +129,7 @@ def build_encoder(cfg: dict[str, Any], input_shape: Sequence[int]) -> nn.Module:
     """The encoder ``cfg`` names (a modality's resolved ``encoder`` settings) for samples of
     ``input_shape`` (without the batch axis)."""
     from comm_repro.models.force import CausalConvEncoder
+    from comm_repro.models.frozen import ENCODER_CLASSES
     from comm_repro.models.sequence import GRUEncoder, SequenceEncoder
     from comm_repro.models.tabular import ProprioEncoder, TabularEncoder
 
@@ -137,6 +138,11 @@ def build_encoder(cfg: dict[str, Any], input_shape: Sequence[int]) -> nn.Module:
     images = {"alexnet": AlexNetEncoder, "resnet18": ResNet18Encoder}
     if name in images:
         return images[name]()
+    if name in ENCODER_CLASSES:  # pretrained, named by options (model, weights, ...)
+        try:
+            return ENCODER_CLASSES[name](**options)
+        except TypeError as err:
+            raise ConfigError(f"encoder {name!r}: {err}") from None
     takes_features = {
         "transformer": SequenceEncoder,
         "gru": GRUEncoder,
@@ -149,5 +155,5 @@ def build_encoder(cfg: dict[str, Any], input_shape: Sequence[int]) -> nn.Module:
             return takes_features[name](int(input_shape[-1]), **options)
         except TypeError as err:
             raise ConfigError(f"encoder {name!r}: {err}") from None
-    known = ", ".join([*images, *takes_features])
+    known = ", ".join([*images, *ENCODER_CLASSES, *takes_features])
     raise ConfigError(f"encoder {name!r} is unknown; known: {known}")

@@ -10,18 +10,22 @@ repository id) and where its files are (``weights``):
   ``hf download <model>`` on a machine that has the network;
 - a folder path: the model's files, as that command or ``save_pretrained`` leaves them;
 - ``random``: the same architecture with random weights (tests, and Table 8's complexity counts,
-  which do not depend on the weights).
+  which do not depend on the weights), drawn from a fixed seed so that every build is the same
+  function (the probe features computed once stay those of the run's encoder).
 
 Absent weights stop the job at once (:class:`MissingWeights`) with the model's name, the places
 looked in, and the command that fetches them. Safetensors only: no pickled checkpoint is read.
 
 A frozen encoder stays in eval mode (no dropout), has no trainable
 parameter, and runs under ``no_grad``; its output is an :class:`Encoded` of tokens with their
-padding mask. Under the trainer's bf16 autocast on CUDA it computes in bf16.
+padding mask. Under the trainer's bf16 autocast on CUDA it computes in bf16. Its weights are
+left out of the module's state dict: a run's checkpoints hold what it trains, and the settings
+name the weights it started from (loading a state dict keeps the encoder's own).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -52,6 +56,13 @@ def hub_cache() -> Path:
         or Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "huggingface"
     )
     return Path(home).expanduser() / "hub"
+
+
+def random_init(build, *args, **kwargs):
+    """``build(*args, **kwargs)`` with the random weights of seed 0, the global RNG untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return build(*args, **kwargs)
 
 
 def model_folder(repo: str, weights: str | None, cache_dir: str | None, needs: tuple[str, ...]):
@@ -94,13 +105,38 @@ def model_folder(repo: str, weights: str | None, cache_dir: str | None, needs: t
     return folder
 
 
+def _drop_weights(module, state_dict, prefix, local_metadata) -> None:
+    if not module.with_weights:
+        for key in [k for k in state_dict if k.startswith(prefix)]:
+            del state_dict[key]
+
+
+def _keep_own_weights(module, state_dict, prefix, *args) -> None:
+    """A state dict without the frozen weights loads them from the encoder itself."""
+    module.with_weights = True
+    try:
+        own = module.state_dict(keep_vars=True)
+    finally:
+        module.with_weights = False
+    for key, value in own.items():
+        state_dict.setdefault(prefix + key, value.detach())
+
+
 class FrozenEncoder(nn.Module):
     """Shared behaviour: frozen parameters, forward under no_grad, the pretrained modules always
-    in eval mode (no dropout: the encoder is a fixed function). The encoder's own ``training``
-    flag still follows ``train()`` / ``eval()``: it says whether a training step is running
-    (text masking). Subclasses implement :meth:`encode`."""
+    in eval mode (no dropout: the encoder is a fixed function), weights out of the state dict
+    (module doc). The encoder's own ``training`` flag still follows ``train()`` / ``eval()``:
+    it says whether a training step is running (text masking). Subclasses implement
+    :meth:`encode`."""
 
     out_channels: int
+    frozen = True  # its outputs at evaluation are a fixed function of the input: cacheable
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.with_weights = False
+        self.register_state_dict_post_hook(_drop_weights)
+        self.register_load_state_dict_pre_hook(_keep_own_weights)
 
     def freeze(self) -> None:
         self.requires_grad_(False)
@@ -133,11 +169,13 @@ class ClipImageTokens(FrozenEncoder):
 
         folder = model_folder(f"timm/{model}", weights, cache_dir, ("model.safetensors",))
         options: dict[str, Any] = {"num_classes": 0, "global_pool": ""}
-        if folder is not None:
-            options.update(
-                pretrained=True, pretrained_cfg_overlay={"file": str(folder / "model.safetensors")}
+        if folder is None:
+            self.net = random_init(timm.create_model, model, **options)
+        else:
+            overlay = {"file": str(folder / "model.safetensors")}
+            self.net = timm.create_model(
+                model, pretrained=True, pretrained_cfg_overlay=overlay, **options
             )
-        self.net = timm.create_model(model, **options)
         self.out_channels = int(self.net.num_features)
         self.min_input_size = int(self.net.patch_embed.img_size[0])
         self.freeze()
@@ -204,6 +242,7 @@ class SentenceTransformerStates(TextStates):
         weights: str | None = None,
         cache_dir: str | None = None,
         mask_prob: float = DEFAULT_MASK_PROB,
+        max_length: int | None = None,
     ) -> None:
         super().__init__()
         folder = model_folder(model, weights, cache_dir, ("modules.json",))
@@ -213,19 +252,53 @@ class SentenceTransformerStates(TextStates):
 
             # the architecture of the default model's transformer (distilbert-base-multilingual)
             config = DistilBertConfig(vocab_size=119547, dim=768, n_layers=6, n_heads=12)
-            self.net, self.tokenizer, self.max_length = DistilBertModel(config), None, 128
+            self.net, self.tokenizer, self.max_length = (
+                random_init(DistilBertModel, config),
+                None,
+                128,
+            )
         else:
             from sentence_transformers import SentenceTransformer
 
             st = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
             self.net, self.tokenizer = st[0].auto_model, st.tokenizer
-            self.max_length = int(st.max_seq_length)
+            self.max_length = int(max_length or st.max_seq_length)
         self.special_ids, self.mask_id = _special_ids(self.tokenizer)
         self.out_channels = int(self.net.config.hidden_size)
         self.freeze()
 
     def states(self, ids, mask):
         return self.net(input_ids=ids, attention_mask=mask.long()).last_hidden_state
+
+
+def text_tokenizer(cfg: dict[str, Any]) -> tuple[Any, int]:
+    """The tokenizer of a text encoder's settings (``cfg``: a modality's resolved ``encoder``)
+    and the length it cuts at, without loading the model: what a dataset of plots is tokenized
+    with before training."""
+    from transformers import AutoTokenizer
+
+    name = cfg.get("name")
+    if name not in TEXT_DEFAULTS:
+        raise DataError(f"encoder {name!r} is not a text encoder: {sorted(TEXT_DEFAULTS)} are")
+    model = cfg.get("model", TEXT_DEFAULTS[name])
+    needs = ("modules.json",) if name == "sentence_transformer" else ("config.json",)
+    folder = model_folder(model, cfg.get("weights"), cfg.get("cache_dir"), needs)
+    if folder is None:
+        raise MissingWeights(
+            f"{model} with random weights has no tokenizer; give the encoder the model's files "
+            "(`weights:` a folder, or `hub`) to tokenize the text"
+        )
+    max_length = cfg.get("max_length")
+    if name == "sentence_transformer":
+        # the Transformer module's folder and max_seq_length, as sentence-transformers reads them
+        modules = json.loads((folder / "modules.json").read_text())
+        first = folder / next(m.get("path", "") for m in modules if m.get("idx", 0) == 0)
+        st_config = first / "sentence_bert_config.json"
+        if max_length is None and st_config.is_file():
+            max_length = json.loads(st_config.read_text()).get("max_seq_length")
+        folder = first
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    return tokenizer, int(max_length or tokenizer.model_max_length)
 
 
 def _special_ids(tokenizer) -> tuple[set[int], int]:
@@ -249,7 +322,7 @@ def _blip2(model: str, weights: str | None, cache_dir: str | None, config: Any =
     if folder is None:
         # the checkpoint's architecture: ViT-g, a BERT-base Q-Former that also reads text
         config = config or Blip2Config(qformer_config={"use_qformer_text_input": True})
-        return Blip2ForImageTextRetrieval(config), None
+        return random_init(Blip2ForImageTextRetrieval, config), None
     net = Blip2ForImageTextRetrieval.from_pretrained(
         folder, local_files_only=True, use_safetensors=True
     )
@@ -288,13 +361,19 @@ class Blip2TextStates(TextStates):
     states LAVIS's ``Qformer.bert(...).last_hidden_state`` gives."""
 
     def __init__(
-        self, model=BLIP2, weights=None, cache_dir=None, mask_prob=DEFAULT_MASK_PROB, config=None
+        self,
+        model=BLIP2,
+        weights=None,
+        cache_dir=None,
+        mask_prob=DEFAULT_MASK_PROB,
+        max_length=None,
+        config=None,
     ) -> None:
         super().__init__()
         net, self.tokenizer = _blip2(model, weights, cache_dir, config)
         self.embeddings, self.qformer = net.embeddings, net.qformer
         self.mask_prob = float(mask_prob)
-        self.max_length = int(net.config.qformer_config.max_position_embeddings)
+        self.max_length = int(max_length or net.config.qformer_config.max_position_embeddings)
         self.special_ids, self.mask_id = _special_ids(self.tokenizer)
         self.out_channels = int(net.config.qformer_config.hidden_size)
         self.freeze()
@@ -304,3 +383,13 @@ class Blip2TextStates(TextStates):
         return self.qformer(
             query_embeds=embedded, query_length=0, attention_mask=mask.long()
         ).last_hidden_state
+
+
+# The frozen encoders by their `encoders:` name (comm_repro.config.FROZEN_ENCODERS names them).
+ENCODER_CLASSES = {
+    "clip_vit": ClipImageTokens,
+    "blip2_image": Blip2ImageQueries,
+    "sentence_transformer": SentenceTransformerStates,
+    "blip2_text": Blip2TextStates,
+}
+TEXT_DEFAULTS = {"sentence_transformer": MULTILINGUAL_CLIP_TEXT, "blip2_text": BLIP2}
