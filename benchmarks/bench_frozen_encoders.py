@@ -82,11 +82,11 @@ def fusion_method(device: torch.device):
     :class:`TokensAsInput`: what trains in a step, on the frozen encoders' outputs."""
     cfg = load_yaml(Path(__file__).resolve().parents[1] / "config" / "paper.yaml")
     dataset = copy.deepcopy(cfg["datasets"]["mmimdb"])
-    # built as text modalities (no views of their own) with random text encoders, replaced
-    # before any step
+    # built as text modalities (no views of their own) with the placeholder of given outputs,
+    # then fed those outputs
     for modality in dataset["modalities"]:
         modality["kind"] = "text"
-    dataset["encoders"] = {"text": {"name": "sentence_transformer", "weights": "random"}}
+    dataset["encoders"] = {"text": {"name": "given", "out_channels": WIDTH}}
     cfg["datasets"] = {"mmimdb": dataset}
     run = run_config(cfg, "mmimdb", "comm", 0)
     method = build_method(run, [(IMAGE_TOKENS, WIDTH), (TEXT_LENGTH, WIDTH)])

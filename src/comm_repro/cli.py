@@ -268,15 +268,17 @@ def cmd_probe(args: argparse.Namespace) -> int:
     device, precision = resolve_compute(run_cfg["train"], _device(args))
     dataset = run_cfg["dataset"]
     data = family(dataset["family"]).probe_data(Path(args.data), dataset, run_cfg["probe"])
+    shapes, built_from = data.train.sample_shapes(), run_cfg
     if args.features:
-        from comm_repro.features import use_features
+        from comm_repro.features import use_features, with_given_encoders
 
         for folder in args.features:
             use_features(data, run_cfg, Path(folder), Path(args.data))
+        built_from = with_given_encoders(run_cfg, data)
     label_shapes = {
         t["labels"]: tuple(data.train_labels[t["name"]].shape[1:]) for t in dataset["tasks"]
     }
-    method = build_method(run_cfg, data.train.sample_shapes(), label_shapes)
+    method = build_method(built_from, shapes, label_shapes)
     method.load_state_dict(weights)
     method.to(device)
     result = probe_all(

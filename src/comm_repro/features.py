@@ -15,6 +15,7 @@ The folder is named by the modality and a digest of what the features depend on
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import time
@@ -146,3 +147,15 @@ def use_features(data: ProbeData, run_cfg: dict[str, Any], folder: Path, data_di
         bank.masks[m] = torch.from_numpy(arrays["mask"]) if "mask" in arrays else None
     data.encoded = data.encoded | {m}
     return m
+
+
+def with_given_encoders(run_cfg: dict[str, Any], data: ProbeData) -> dict[str, Any]:
+    """A copy of ``run_cfg`` in which each modality whose bank holds stored features
+    (``data.encoded``) has the placeholder encoder ``given`` of the features' width: the probe
+    builds the method without loading (or running) those encoders. Only for building the
+    method; the probe's record keeps the run's settings."""
+    out = copy.deepcopy(run_cfg)
+    for m in data.encoded:
+        width = int(data.train.banks[m].shape[-1])
+        out["dataset"]["modalities"][m]["encoder"] = {"name": "given", "out_channels": width}
+    return out

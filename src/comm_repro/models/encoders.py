@@ -125,6 +125,19 @@ class ResNet18Encoder(ConvTrunk):
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
 
+class GivenOutputs(nn.Module):
+    """Stands for an encoder whose outputs the data holds already (a frozen encoder's probe
+    features, computed once: comm_repro.features), so that a probe neither loads nor runs it.
+    It has no parameters (a frozen encoder has none in a state dict either)."""
+
+    def __init__(self, out_channels: int) -> None:
+        super().__init__()
+        self.out_channels = int(out_channels)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> Encoded:
+        raise RuntimeError("this modality's encoder outputs are given: read them, not inputs")
+
+
 def build_encoder(cfg: dict[str, Any], input_shape: Sequence[int]) -> nn.Module:
     """The encoder ``cfg`` names (a modality's resolved ``encoder`` settings) for samples of
     ``input_shape`` (without the batch axis)."""
@@ -135,6 +148,8 @@ def build_encoder(cfg: dict[str, Any], input_shape: Sequence[int]) -> nn.Module:
 
     name = cfg.get("name")
     options = {k: v for k, v in cfg.items() if k != "name"}
+    if name == "given":  # internal: set by comm_repro.features.with_given_encoders
+        return GivenOutputs(options["out_channels"])
     images = {"alexnet": AlexNetEncoder, "resnet18": ResNet18Encoder}
     if name in images:
         return images[name]()
