@@ -272,3 +272,30 @@ def test_a_batch_draws_one_alternative_per_row_anew_each_time():
     assert other.digest() != data.digest()  # the counts are part of the data
     with pytest.raises(ValueError, match="alternative"):
         PairedBank.aligned([images, ids], [None, mask], None, [None, np.array([1, 0, 3])])
+
+
+@pytest.mark.parametrize(
+    "dataset, crop_only",
+    [
+        ("trifeatures_crop1", [True, False]),
+        ("trifeatures_crop2", [False, True]),
+        ("trifeatures_synergy_crop12", [True, True]),
+        ("trifeatures", [False, False]),
+    ],
+)
+def test_the_augmentation_switches_change_only_the_named_modalitys_views(dataset, crop_only):
+    # Table 5's datasets in config/paper.yaml: a modality's crop-only strong view keeps the
+    # crop and turns colour jitter, grayscale, blur and flip off; the other modality keeps all
+    from pathlib import Path
+
+    from comm_repro.config import load_yaml, run_config
+    from comm_repro.views import Views
+
+    cfg = load_yaml(Path(__file__).parents[1] / "config" / "paper.yaml")
+    run = run_config(cfg, dataset, "comm", 0)
+    views = Views(run["dataset"]["modalities"], [(224, 224, 3)] * 2)
+    for m, crop in enumerate(crop_only):
+        strong, weak = views.image[m].strong, views.image[m].weak
+        assert strong.crop_scale == (0.08, 1.0) and weak.crop_scale == (0.5, 1.0)
+        probabilities = (strong.jitter_p, strong.gray_p, strong.blur_p, strong.flip_p)
+        assert probabilities == ((0.0, 0.0, 0.0, 0.0) if crop else (0.8, 0.2, 0.5, 0.5))

@@ -553,3 +553,51 @@ def test_frozen_embeddings_pool_the_named_modalities_and_train_nothing(tmp_path)
     run["method"]["pool"] = {"text": "max"}
     with pytest.raises(ConfigError, match="pool"):
         build_method(run, shapes)
+
+
+# ---------------------------------------------------------------------------------------------
+# The fusion ablation (Table 4): concat + linear
+
+
+def test_linear_fusion_has_the_expected_shapes_and_parameters():
+    from comm_repro.models.fusion import LinearFusion
+    from comm_repro.models.tokens import PooledLinear
+
+    dim = TINY_CONFIG["model"]["embed_dim"]
+    method = _build("comm", fusion="linear")
+    assert isinstance(method.fusion, LinearFusion)
+    assert all(isinstance(t, PooledLinear) for t in method.tokenizers)
+    channels = method.encoders[0].out_channels  # AlexNet's 256
+    # one linear map per modality (C -> d), then one over the concatenation (2d -> d)
+    assert sum(p.numel() for p in method.tokenizers.parameters()) == 2 * (channels * dim + dim)
+    assert sum(p.numel() for p in method.fusion.parameters()) == 2 * dim * dim + dim
+    batch = _batch()
+    out = method.loss(batch)
+    assert {"loss_full", "loss_mod0", "loss_mod1"} <= set(out) and torch.isfinite(out["loss"])
+    method.eval()
+    assert method.features(batch).shape == (8, dim)
+    with pytest.raises(ValueError, match="fusion"):
+        _build("comm", fusion="bilinear")
+
+
+def test_linear_fusion_cannot_represent_an_interaction_of_the_modalities():
+    # The linear fusion is a sum of one term per modality: for any two tokens of each, the
+    # mixed difference f(a1, a2) - f(a1, b2) - f(b1, a2) + f(b1, b2) is zero; attention's is not.
+    from comm_repro.models import FusionTransformer
+    from comm_repro.models.fusion import LinearFusion
+
+    torch.manual_seed(0)
+    dim = 32
+    a, b = torch.randn(2, 8, 1, dim), torch.randn(2, 8, 1, dim)
+    for fusion, interacts in (
+        (LinearFusion(2, dim), False),
+        (FusionTransformer(dim, heads=4, mlp_ratio=2, layers=1), True),
+    ):
+        with torch.no_grad():
+
+            def f(x, y, fusion=fusion):
+                return fusion([x, y])
+
+            mixed = f(a[0], a[1]) - f(a[0], b[1]) - f(b[0], a[1]) + f(b[0], b[1])
+            main = (f(a[0], a[1]) - f(b[0], a[1])).abs().max()
+        assert (mixed.abs().max() > 1e-2 * main) == interacts, type(fusion).__name__

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torchvision.models import alexnet, resnet18
+from torchvision.models import alexnet, resnet18, resnet50
 
 from comm_repro.config import ConfigError
 from comm_repro.models import (
@@ -17,6 +17,7 @@ from comm_repro.models import (
     PatchTokens,
     ProprioEncoder,
     ResNet18Encoder,
+    ResNet50Encoder,
     SequenceEncoder,
     SequenceTokens,
     TabularEncoder,
@@ -456,11 +457,15 @@ def test_resnet18_tokens_are_its_4_by_4_map_at_128_px_row_major():
         encoder(x, torch.ones(2, 16, dtype=torch.bool))
 
 
+@pytest.mark.parametrize(
+    "encoder, reference, channels",
+    [(ResNet18Encoder, resnet18, 512), (ResNet50Encoder, resnet50, 2048)],
+)
 @pytest.mark.parametrize("train", [False, True])
-def test_resnet18_equals_torchvisions_forward_up_to_layer4(train):
+def test_resnets_equal_torchvisions_forward_up_to_layer4(encoder, reference, channels, train):
     torch.manual_seed(0)
-    ours = ResNet18Encoder().double().train(train)
-    reference = resnet18(weights=None).double().train(train)
+    ours = encoder().double().train(train)
+    reference = reference(weights=None).double().train(train)
     state = ours.state_dict()
     # torchvision's names, every parameter and buffer but the classifier's
     assert set(state) == {k for k in reference.state_dict() if not k.startswith("fc.")}
@@ -469,8 +474,9 @@ def test_resnet18_equals_torchvisions_forward_up_to_layer4(train):
     x = torch.randn(3, 3, 128, 128, dtype=torch.float64)
     out_ref = trunk(x)
     encoded = ours(x)
-    assert out_ref.shape == (3, 512, 4, 4)
+    assert out_ref.shape == (3, channels, 4, 4) and ours.out_channels == channels
     assert torch.equal(encoded.tokens.transpose(1, 2).reshape(out_ref.shape), out_ref)
+    assert isinstance(build_encoder({"name": encoder.arch}, (64, 64, 3)), encoder)
 
 
 def test_resnet18_map_side_is_ceil_of_a_32nd_and_the_size_check_is_shared():

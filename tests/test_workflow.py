@@ -166,7 +166,11 @@ def test_paper_protocol_plans_every_table_with_five_seeds(tmp_path):
     # Table 2: seeds x (SimCLR, SLIP, CLIP further trained, CoMM on CLIP and on BLIP-2), and
     # one run of each public-weights row (CLIP V, L, V+L; BLIP-2): nothing of theirs trains
     table2 = 5 * 5 + 4
-    runs = fig4 + table1 + table3 + table2
+    # The ablations beyond Fig. 4's runs, each on unbiased and biased pairs: Table 4, the linear
+    # fusion; Table 5, CoMM with crop-only views on modality 1, 2 or both; Table 7, Cross,
+    # Cross+Self and CoMM on a ResNet-50
+    ablations = 5 * 2 * (1 + 3 + 3)
+    runs = fig4 + table1 + table3 + table2 + ablations
     finetuned = 5 * (5 + 2)  # CoMM fine-tuned: seeds x (Table 1's datasets, Table 2's two)
     for rule in ("pretrain", "probe", "run_settings", "probe_settings"):
         assert jobs[rule] == runs, rule
@@ -178,13 +182,26 @@ def test_paper_protocol_plans_every_table_with_five_seeds(tmp_path):
     assert jobs["features"] == jobs["feature_settings"] == 4
     # Table 8: the four models measured once each, then the table
     assert jobs["complexity"] == 4 and jobs["complexity_table"] == 1
-    tables = ("fig4_trifeatures", "table1", "table1_affect", "table3", "table2")
-    for rule in ("table", "figure_table", "figure_training_curves", "report_notebook"):
+    reported = ("fig4_trifeatures", "table1", "table1_affect", "table3", "table2")
+    tables = (*reported, "table4_fusion", "table5_augment", "table7_encoder")
+    for rule in ("table", "figure_table", "figure_training_curves"):
         assert jobs[rule] == len(tables), rule
-    # table, its figure, training curves, report notebook and its html; the index, all
+    assert jobs["report_notebook"] == jobs["report_html"] == len(reported)
+    # table, its figure, training curves (report notebook and its html); the index, all
     assert sum(jobs.values()) == (
-        4 * runs + 3 * finetuned + 7 + 2 * 4 + 4 + 1 + 5 * len(tables) + 1 + 1
+        4 * runs + 3 * finetuned + 7 + 2 * 4 + 4 + 1 + 3 * len(tables) + 2 * len(reported) + 2
     )
+    for seed in range(5):
+        for dataset in ("trifeatures", "trifeatures_synergy"):
+            assert f"results/runs/{dataset}/comm_linear/seed{seed}/probe.json" in result.stdout
+        for dataset, method in (
+            ("trifeatures_synergy_crop12", "comm"),
+            ("trifeatures_crop1", "comm"),
+            ("trifeatures_resnet50", "cross_self"),
+            ("trifeatures_synergy_resnet50", "comm"),
+        ):
+            assert f"results/runs/{dataset}/{method}/seed{seed}/probe.json" in result.stdout
+    assert "results/runs/trifeatures_crop1/cross/" not in result.stdout  # CoMM's rows only
     for seed in range(5):
         for dataset in ("mmimdb", "mmimdb_blip2"):
             assert f"results/runs/{dataset}/comm/seed{seed}/finetune/probe.json" in result.stdout

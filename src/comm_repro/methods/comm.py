@@ -9,9 +9,12 @@ from comm_repro.config import modality_tokens
 from comm_repro.losses import info_nce
 from comm_repro.methods.base import Method
 from comm_repro.models import FusionTransformer, build_tokenizer, mlp_head
+from comm_repro.models.fusion import LinearFusion
+from comm_repro.models.tokens import PooledLinear
 
 TERMS = ("both", "full_only", "unimodal_only")
 REDUCTIONS = ("sum", "mean")
+FUSIONS = ("attention", "linear")
 
 
 class CoMM(Method):
@@ -20,7 +23,10 @@ class CoMM(Method):
     L aligns the full multimodal embeddings of two augmented views; L_i aligns the embedding of
     view 1 with only modality i visible to the full embedding of view 2, and vice versa.
     ``terms`` keeps L only, the L_i only, or both (the loss ablation); ``reduce: mean`` averages
-    the kept terms as the authors' code does (same optimum, different scale).
+    the kept terms as the authors' code does (same optimum, different scale). ``fusion:
+    linear`` replaces the latent converters and the attention fusion by pooled linear maps and
+    one linear layer over their concatenation (the fusion ablation, paper Table 4; default
+    ``attention``).
     """
 
     def __init__(self, cfg, modalities, shapes, targets=None) -> None:
@@ -32,16 +38,25 @@ class CoMM(Method):
         if self.reduce not in REDUCTIONS:
             raise ValueError(f"methods.*.reduce must be one of {REDUCTIONS}, got {self.reduce!r}")
         self.temperature = float(self.setting("temperature"))
-        self.tokenizers = nn.ModuleList(
-            build_tokenizer(modality_tokens(m), e.out_channels, dim)
-            for m, e in zip(modalities, self.encoders)
-        )
-        self.fusion = FusionTransformer(
-            dim,
-            heads=int(self.setting("heads")),
-            mlp_ratio=float(self.setting("mlp_ratio")),
-            layers=int(self.setting("layers")),
-        )
+        fusion = cfg.get("fusion", "attention")
+        if fusion not in FUSIONS:
+            raise ValueError(f"methods.*.fusion must be one of {FUSIONS}, got {fusion!r}")
+        if fusion == "linear":
+            self.tokenizers = nn.ModuleList(
+                PooledLinear(e.out_channels, dim) for e in self.encoders
+            )
+            self.fusion = LinearFusion(self.n_modalities, dim)
+        else:
+            self.tokenizers = nn.ModuleList(
+                build_tokenizer(modality_tokens(m), e.out_channels, dim)
+                for m, e in zip(modalities, self.encoders)
+            )
+            self.fusion = FusionTransformer(
+                dim,
+                heads=int(self.setting("heads")),
+                mlp_ratio=float(self.setting("mlp_ratio")),
+                layers=int(self.setting("layers")),
+            )
         self.head = mlp_head(dim, int(self.setting("head_hidden")), int(self.setting("head_out")))
 
     def _tokens(self, m: int, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

@@ -1,6 +1,12 @@
 """Encoders, latent converters, the fusion transformer and heads."""
 
-from comm_repro.models.encoders import AlexNetEncoder, Encoded, ResNet18Encoder, build_encoder
+from comm_repro.models.encoders import (
+    AlexNetEncoder,
+    Encoded,
+    ResNet18Encoder,
+    ResNet50Encoder,
+    build_encoder,
+)
 from comm_repro.models.force import CausalConv1d, CausalConvEncoder
 from comm_repro.models.fusion import FusionTransformer
 from comm_repro.models.heads import mlp_head
@@ -25,6 +31,7 @@ __all__ = [
     "PatchTokens",
     "ProprioEncoder",
     "ResNet18Encoder",
+    "ResNet50Encoder",
     "SequenceEncoder",
     "SequenceTokens",
     "TabularEncoder",

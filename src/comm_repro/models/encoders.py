@@ -96,33 +96,42 @@ class AlexNetEncoder(ConvTrunk):
         return self.features(x)
 
 
-class ResNet18Encoder(ConvTrunk):
-    """torchvision's ResNet-18 up to ``layer4`` (no global pool, no classifier), randomly
-    initialised: the authors' Vision&Touch image encoder (timm ``resnet18``, ``global_pool=''``).
-
-    (B, 3, H, W) -> (B, 512, h, w), returned as h * w tokens of 512 channels: 4 x 4 at 128 px,
-    7 x 7 at 224 px. The modules keep torchvision's names (``conv1``, ``bn1``, ``layer1`` ...)
-    so the state dict is torchvision's without ``fc``. Every stride-2 layer (conv1 7/2 pad 3,
-    max-pool 3/2 pad 1, the first 3 x 3 conv and 1 x 1 shortcut of layers 2-4) maps a side s to
+class ResNetEncoder(ConvTrunk):
+    """A torchvision ResNet (``arch``) up to ``layer4`` (no global pool, no classifier), randomly
+    initialised. The modules keep torchvision's names (``conv1``, ``bn1``, ``layer1`` ...) so the
+    state dict is torchvision's without ``fc``. Every stride-2 layer (conv1 7/2 pad 3, max-pool
+    3/2 pad 1, the first 3 x 3 conv and the shortcut of layers 2-4) maps a side s to
     ceil(s / 2), so the map's side is ceil(H / 32): any image of 1 px or more leaves at least
-    one location, and ``min_input_size`` is 1.
-    """
+    one location, and ``min_input_size`` is 1."""
 
-    out_channels = 512
+    arch = ""
     min_input_size = 1
-    label = "ResNet-18"
 
     def __init__(self) -> None:
-        from torchvision.models import resnet18
+        import torchvision.models
 
         super().__init__()
-        net = resnet18(weights=None)
+        net = getattr(torchvision.models, self.arch)(weights=None)
         for name in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"):
             setattr(self, name, getattr(net, name))
 
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+
+class ResNet18Encoder(ResNetEncoder):
+    """ResNet-18 (512-channel maps: 4 x 4 tokens at 128 px, 7 x 7 at 224 px): the authors'
+    Vision&Touch image encoder (timm ``resnet18``, ``global_pool=''``)."""
+
+    arch, out_channels, label = "resnet18", 512, "ResNet-18"
+
+
+class ResNet50Encoder(ResNetEncoder):
+    """ResNet-50 (2048-channel maps of bottleneck blocks: 2 x 2 tokens at 64 px, 7 x 7 at 224
+    px): the encoder ablation of the paper's Table 7 (Trifeature, from scratch)."""
+
+    arch, out_channels, label = "resnet50", 2048, "ResNet-50"
 
 
 class GivenOutputs(nn.Module):
@@ -150,7 +159,7 @@ def build_encoder(cfg: dict[str, Any], input_shape: Sequence[int]) -> nn.Module:
     options = {k: v for k, v in cfg.items() if k != "name"}
     if name == "given":  # internal: set by comm_repro.features.with_given_encoders
         return GivenOutputs(options["out_channels"])
-    images = {"alexnet": AlexNetEncoder, "resnet18": ResNet18Encoder}
+    images = {"alexnet": AlexNetEncoder, "resnet18": ResNet18Encoder, "resnet50": ResNet50Encoder}
     if name in images:
         return images[name]()
     if name in ENCODER_CLASSES:  # pretrained, named by options (model, weights, ...)

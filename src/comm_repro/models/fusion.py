@@ -69,7 +69,21 @@ def _attention_mask(keys: torch.Tensor | None) -> torch.Tensor | None:
     return None if keys is None else keys[:, None, None, :]
 
 
-class FusionTransformer(nn.Module):
+class SubsetFusion(nn.Module):
+    """A fusion of the modalities' tokens into one embedding per subset of modalities.
+    Subclasses define ``forward_subsets(tokens, subsets, masks)``: one embedding per subset
+    (None = all modalities); ``forward`` fuses one subset."""
+
+    def forward(
+        self,
+        tokens: list[torch.Tensor],
+        subset: Sequence[int] | None = None,
+        masks: Sequence[torch.Tensor | None] | None = None,
+    ) -> torch.Tensor:
+        return self.forward_subsets(tokens, [subset], masks)[0]
+
+
+class FusionTransformer(SubsetFusion):
     """[CLS] + concatenated modality tokens -> ``layers`` blocks -> LayerNorm'd [CLS].
 
     A ``subset`` lists the modalities whose tokens enter the sequence; leaving a modality out is
@@ -127,14 +141,6 @@ class FusionTransformer(nn.Module):
             )
         return out, torch.cat(keys, dim=1)
 
-    def forward(
-        self,
-        tokens: list[torch.Tensor],
-        subset: Sequence[int] | None = None,
-        masks: Sequence[torch.Tensor | None] | None = None,
-    ) -> torch.Tensor:
-        return self.forward_subsets(tokens, [subset], masks)[0]
-
     def forward_subsets(
         self,
         tokens: list[torch.Tensor],
@@ -180,4 +186,34 @@ class FusionTransformer(nn.Module):
             for block in self.blocks[:-1]:
                 x = block(x, sub)
             outs.append(self.norm(last.cls_output(x, *last.keys_values(x), sub)))
+        return outs
+
+
+class LinearFusion(SubsetFusion):
+    """The fusion ablation (paper Table 4, "Concat + Linear"): no attention, no latent
+    converters. Each modality's encoder output, pooled over its real tokens, is mapped by a
+    linear layer of its own to ``dim`` (:class:`PooledLinear`, CoMM's tokenizer in this mode:
+    one token per modality); the fusion concatenates the n tokens, zeros in the place of a
+    modality left out of a subset, and maps them by one linear layer to the embedding. Every
+    function of the modalities it computes is linear, so it cannot represent an interaction
+    such as XOR (synergy)."""
+
+    def __init__(self, n_modalities: int, dim: int) -> None:
+        super().__init__()
+        self.n_modalities, self.dim = n_modalities, dim
+        self.linear = nn.Linear(n_modalities * dim, dim)
+
+    def forward_subsets(self, tokens, subsets, masks=None):
+        """One embedding per subset of modalities (None = all); ``tokens``: one (B, 1, dim)
+        token per modality (the masks were applied by the pooling)."""
+        if len(tokens) != self.n_modalities:
+            raise ValueError(f"got {len(tokens)} modalities, the fusion has {self.n_modalities}")
+        vectors = [t[:, 0] for t in tokens]
+        outs = []
+        for s in subsets:
+            chosen = range(self.n_modalities) if s is None else set(s)
+            if not chosen:
+                raise ValueError("the fusion needs at least one modality")
+            parts = [v if m in chosen else torch.zeros_like(v) for m, v in enumerate(vectors)]
+            outs.append(self.linear(torch.cat(parts, dim=1)))
         return outs

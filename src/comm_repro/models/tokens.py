@@ -82,6 +82,18 @@ class FeatureTokens(nn.Module):
         return x[..., None] * self.weight + self.bias
 
 
+class PooledLinear(nn.Module):
+    """The latent converter of the linear fusion ablation (comm_repro.models.fusion.LinearFusion):
+    the encoder output pooled over its real tokens, then a linear map C -> dim; one token."""
+
+    def __init__(self, in_channels: int, dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(in_channels, dim)
+
+    def forward(self, encoded: Encoded) -> torch.Tensor:
+        return self.proj(encoded.pooled())[:, None]
+
+
 TOKENIZERS = {"patch": PatchTokens, "step": SequenceTokens, "feature": FeatureTokens}
 
 
