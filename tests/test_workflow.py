@@ -188,8 +188,9 @@ def test_paper_protocol_plans_every_table_with_five_seeds(tmp_path):
         assert jobs[rule] == len(tables), rule
     assert jobs["report_notebook"] == jobs["report_html"] == len(reported)
     # table, its figure, training curves (report notebook and its html); the index, all
+    assert jobs["subsets"] == 1  # Fig. 4's: what each modality's features know
     assert sum(jobs.values()) == (
-        4 * runs + 3 * finetuned + 7 + 2 * 4 + 4 + 1 + 3 * len(tables) + 2 * len(reported) + 2
+        4 * runs + 3 * finetuned + 7 + 2 * 4 + 4 + 1 + 3 * len(tables) + 2 * len(reported) + 1 + 2
     )
     for seed in range(5):
         for dataset in ("trifeatures", "trifeatures_synergy"):

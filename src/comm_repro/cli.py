@@ -11,6 +11,7 @@ comm-repro features --settings FEATURES.yaml --data DIR --out FEATURES_DIR
 comm-repro probe --run RUN_DIR --data DIR --out probe.json [--features FEATURES_DIR ...]
 comm-repro complexity --settings RUN_DIR/settings.yaml --data DIR --out C.json [--batch-size 64]
 comm-repro complexity-table --spec SPEC.yaml --results C.json ... --out PREFIX
+comm-repro subsets --probes P.json ... --out PREFIX [--figure PREFIX]
 comm-repro table --spec SPEC.yaml --probes P.json ... --methods M ... [--columns C ...] --out PREFIX
 comm-repro figure table --spec SPEC.yaml --table PREFIX.csv [--columns C ...] --out PREFIX
 comm-repro figure curves --runs RUN_DIR ... --out PREFIX
@@ -290,6 +291,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
         seed=int(run_cfg["seed"]),
         precision=precision,
         progress=not args.quiet,
+        modalities=[m["name"] for m in dataset["modalities"]],
     )
     result.update(
         seed=run_cfg["seed"],
@@ -367,6 +369,16 @@ def cmd_complexity_table(args: argparse.Namespace) -> int:
     spec = report.load_complexity_spec(args.spec)
     table = report.build_complexity_table(spec, [load_json(p) for p in args.results])
     paths = report.write_complexity_table(table, spec, args.out)
+    print(" ".join(map(str, paths)))
+    return 0
+
+
+def cmd_subsets(args: argparse.Namespace) -> int:
+    from comm_repro import report
+
+    table = report.subset_table(report.load_subset_probes(args.probes))
+    figure = args.figure or args.out
+    paths = report.write_subset_table(table, args.out) + report.plot_subsets(table, figure)
     print(" ".join(map(str, paths)))
     return 0
 
@@ -539,6 +551,14 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", required=True, nargs="+", type=Path, help="complexity JSONs")
     p.add_argument("--out", required=True, type=Path, help="output prefix (.csv, .md)")
     p.set_defaults(func=cmd_complexity_table)
+
+    p = sub.add_parser("subsets", help="what each modality's features know: a table and a heat map")
+    p.add_argument(
+        "--probes", required=True, nargs="+", type=Path, help="probe.json files (probe.subsets)"
+    )
+    p.add_argument("--out", required=True, type=Path, help="output prefix (.csv, .md)")
+    p.add_argument("--figure", type=Path, help="the heat map's prefix (.png, .pdf; default --out)")
+    p.set_defaults(func=cmd_subsets)
 
     p = sub.add_parser("table", help="aggregate probe results into a paper table")
     p.add_argument(

@@ -50,7 +50,7 @@ def _batches(n: int, batch_size: int, desc: str, progress: bool):
 
 
 @torch.no_grad()
-def extract_features(
+def encode_banks(
     method: torch.nn.Module,
     data: PairedBank,
     device: torch.device,
@@ -58,9 +58,10 @@ def extract_features(
     precision: str = "auto",
     progress: bool = True,
     precomputed: frozenset[int] = frozenset(),
-) -> np.ndarray:
-    """(P, F) float32 features of every row of ``data``; the banks of the modalities
-    ``precomputed`` hold their encoder's outputs already (tokens, masks)."""
+) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    """Each modality bank of ``data`` through its encoding (``method.encode``), once per bank
+    sample; the banks of the modalities ``precomputed`` hold their encoder's outputs already
+    (tokens, masks)."""
     method.eval()
     encoded = []
     for m, (bank, masks) in enumerate(zip(data.banks, data.masks)):
@@ -77,6 +78,22 @@ def extract_features(
             chunk_masks.append(z_mask)
         joined = None if chunk_masks[0] is None else torch.cat(chunk_masks)
         encoded.append((torch.cat(chunks), joined))
+    return encoded
+
+
+@torch.no_grad()
+def fuse_rows(
+    method: torch.nn.Module,
+    data: PairedBank,
+    encoded: list[tuple[torch.Tensor, torch.Tensor | None]],
+    device: torch.device,
+    batch_size: int = 256,
+    precision: str = "auto",
+    progress: bool = True,
+    subset: list[int] | None = None,
+) -> np.ndarray:
+    """(P, F) float32 features of every row of ``data`` from its banks' encodings: of every
+    modality, or of the modalities ``subset`` alone (``method.fuse_subset``)."""
     out = []
     for s in _batches(len(data), batch_size, "fuse", progress):
         idx = data.index[s : s + batch_size].to(device)
@@ -84,9 +101,18 @@ def extract_features(
             (z[idx[:, m]], None if k is None else k[idx[:, m]]) for m, (z, k) in enumerate(encoded)
         ]
         with autocast_context(device, precision):
-            feats = method.fuse(rows)
+            feats = method.fuse(rows) if subset is None else method.fuse_subset(rows, subset)
         out.append(feats.float().cpu())
     return torch.cat(out).numpy()
+
+
+def extract_features(method: torch.nn.Module, data: PairedBank, device: torch.device, **options):
+    """(P, F) float32 features of every row of ``data``: each bank encoded once
+    (:func:`encode_banks`, whose keyword arguments ``options`` are), then the cheap fusion per
+    row (:func:`fuse_rows`)."""
+    encoded = encode_banks(method, data, device, **options)
+    fusing = {k: v for k, v in options.items() if k != "precomputed"}
+    return fuse_rows(method, data, encoded, device, **fusing)
 
 
 def _selection(
@@ -310,29 +336,14 @@ def _fit(clf: LogisticRegression | OneVsRestClassifier, x: np.ndarray, y: np.nda
     return converged
 
 
-def probe_all(
-    method: torch.nn.Module,
-    data: ProbeData,
-    probe_cfg: dict,
-    tasks: list[dict],
-    device: torch.device,
-    seed: int,
-    precision: str = "auto",
-    progress: bool = True,
+def _probe_tasks(
+    features: dict[str, np.ndarray], data: ProbeData, probe_cfg: dict, tasks: list[dict], seed: int
 ) -> dict:
-    """Features once, then one probe per task (by its kind). Returns metrics and timing."""
-    t0 = time.perf_counter()
-    batch = int(probe_cfg.get("batch_size", 256))
-    how = dict(precision=precision, progress=progress, precomputed=data.encoded)
-    train_x = extract_features(method, data.train, device, batch, **how)
-    test_x = extract_features(method, data.test, device, batch, **how)
-    valid_x = None
-    if data.valid is not None:
-        valid_x = extract_features(method, data.valid, device, batch, **how)
-    extract_s = time.perf_counter() - t0
+    """One probe per task (by its kind) on the ``features`` of each split."""
     cs = [float(c) for c in probe_cfg["C_grid"]]
+    train_x, test_x, valid_x = features["train"], features["test"], features.get("valid")
     results = {}
-    for task in tqdm(tasks, desc="probes", disable=not progress, leave=False):
+    for task in tasks:
         name = task["name"]
         valid = None if valid_x is None else (valid_x, data.valid_labels[name])
         common = dict(cs=cs, holdout=float(probe_cfg["holdout_fraction"]), seed=seed, valid=valid)
@@ -354,14 +365,59 @@ def probe_all(
         else:
             raise ValueError(f"task {name!r}: no probe for tasks of kind {task['kind']!r}")
         results[name].update(kind=task["kind"], metric=task["metric"])
-    rows = len(data.train) + len(data.test) + (0 if data.valid is None else len(data.valid))
-    return {
+    return results
+
+
+def probe_all(
+    method: torch.nn.Module,
+    data: ProbeData,
+    probe_cfg: dict,
+    tasks: list[dict],
+    device: torch.device,
+    seed: int,
+    precision: str = "auto",
+    progress: bool = True,
+    modalities: list[str] | None = None,
+) -> dict:
+    """Features once, then one probe per task (by its kind). With ``probe.subsets``, every task
+    is also probed on the features of each modality alone (``modalities``: their names):
+    CoMM's Z_i, the baselines' own embedding of that modality. Returns metrics and timing."""
+    t0 = time.perf_counter()
+    batch = int(probe_cfg.get("batch_size", 256))
+    how = dict(precision=precision, progress=progress)
+    splits = {"train": data.train, "test": data.test}
+    if data.valid is not None:
+        splits["valid"] = data.valid
+    encoded = {
+        name: encode_banks(method, bank, device, batch, **how, precomputed=data.encoded)
+        for name, bank in splits.items()
+    }
+    features = {
+        name: fuse_rows(method, splits[name], enc, device, batch, **how)
+        for name, enc in encoded.items()
+    }
+    extract_s = time.perf_counter() - t0
+    results = _probe_tasks(features, data, probe_cfg, tasks, seed)
+    subsets = {}
+    if probe_cfg.get("subsets"):
+        names = modalities or [f"modality{m}" for m in range(data.train.n_modalities)]
+        for m, modality in enumerate(tqdm(names, desc="subsets", disable=not progress)):
+            alone = {
+                name: fuse_rows(method, splits[name], enc, device, batch, **how, subset=[m])
+                for name, enc in encoded.items()
+            }
+            subsets[modality] = _probe_tasks(alone, data, probe_cfg, tasks, seed)
+    rows = sum(len(bank) for bank in splits.values())
+    out = {
         "tasks": results,
         "n_train": len(data.train),
         "n_valid": 0 if data.valid is None else len(data.valid),
         "n_test": len(data.test),
-        "feature_dim": int(train_x.shape[1]),
+        "feature_dim": int(features["train"].shape[1]),
         "extract_s": round(extract_s, 2),
         "extract_rows_per_s": round(rows / extract_s, 1),
         "probe_s": round(time.perf_counter() - t0 - extract_s, 2),
     }
+    if probe_cfg.get("subsets"):
+        out["subsets"] = subsets
+    return out

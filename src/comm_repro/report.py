@@ -573,6 +573,111 @@ def markdown(frame: pd.DataFrame) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# What each modality subset knows (probe.subsets)
+
+ALL_MODALITIES = "all"  # the subset label of the full features
+
+
+def load_subset_probes(paths: Iterable[str | Path]) -> pd.DataFrame:
+    """One row per (run, subset, task): dataset, method, stage, seed, subset (a modality's name,
+    or ``all`` for the full features), task, metric (the task's own) and value, from probe
+    results written with ``probe.subsets: true``."""
+    rows = []
+    for path in paths:
+        result = json.loads(Path(path).read_text())
+        cfg = result.get("config") or {}
+        if "subsets" not in result:
+            raise ResultsError(
+                f"{path} has no subset probes: set probe.subsets: true for its dataset and run "
+                "the probe again"
+            )
+        identity = {
+            "dataset": cfg["dataset"]["name"],
+            "method": cfg["method"]["name"],
+            "stage": cfg.get("stage", "pretrain"),
+            "seed": int(cfg["seed"]),
+        }
+        for subset, tasks in [(ALL_MODALITIES, result["tasks"]), *result["subsets"].items()]:
+            for task, metrics in tasks.items():
+                value = metrics.get(metrics["metric"])
+                rows.append(
+                    {
+                        **identity,
+                        "subset": subset,
+                        "task": task,
+                        "metric": metrics["metric"],
+                        "value": math.nan if value is None else float(value),
+                    }
+                )
+    if not rows:
+        raise ResultsError("no probe results given")
+    return pd.DataFrame(rows)
+
+
+def subset_table(probes: pd.DataFrame) -> pd.DataFrame:
+    """Mean and std over seeds (and n) of each (method, stage, subset, dataset, task) cell."""
+    keys = ["method", "stage", "subset", "dataset", "task", "metric"]
+    grouped = probes.groupby(keys, sort=False)["value"]
+    table = grouped.agg(mean="mean", std="std", n_seeds="count").reset_index()
+    table["std"] = table["std"].where(table.n_seeds > 1)
+    return table
+
+
+def _subset_wide(table: pd.DataFrame, scale: float) -> pd.DataFrame:
+    """Rows (method, subset), columns dataset: task, cells the mean x ``scale``."""
+    frame = table.assign(
+        row=table.method
+        + np.where(table.stage == "finetune", " (fine-tuned)", "")
+        + " / "
+        + table.subset,
+        column=table.dataset + ": " + table.task,
+        shown=table["mean"] * scale,
+    )
+    order = list(dict.fromkeys(frame.row))
+    columns = list(dict.fromkeys(frame.column))
+    return frame.pivot(index="row", columns="column", values="shown").reindex(order)[columns]
+
+
+def write_subset_table(table: pd.DataFrame, prefix: str | Path, scale: float = 100) -> list[Path]:
+    """``prefix``.csv (long, as measured) and .md (method / subset x dataset: task)."""
+    prefix = Path(prefix)
+    wide = _subset_wide(table, scale)
+    shown = wide.reset_index().rename(columns={"row": "Method / features"})
+    shown = shown.map(lambda v: f"{v:.1f}" if isinstance(v, float) else v)
+    metrics = _joined(table.metric.unique())
+    note = (
+        f"Each task probed on each modality's features alone and on all of them ({metrics} x "
+        f"{scale:g}, {seeds_summary(table.n_seeds)}): for CoMM a modality's features are its "
+        "fused embedding with only that modality visible (Z_i), for the other methods their own "
+        "embedding of it. Information that needs both modalities (synergy) can show only in "
+        "'all'."
+    )
+    paths = [prefix.with_suffix(".csv"), prefix.with_suffix(".md")]
+    write_text(paths[0], table.to_csv(index=False, float_format="%.4f"))
+    write_text(paths[1], markdown(shown) + f"\n\n{note}\n")
+    return paths
+
+
+def plot_subsets(table: pd.DataFrame, prefix: str | Path, scale: float = 100) -> list[Path]:
+    """A heat map: one row per (method, subset), one column per (dataset, task)."""
+    plt = _pyplot()
+    wide = _subset_wide(table, scale)
+    fig, ax = plt.subplots(figsize=(1.3 * wide.shape[1] + 3, 0.45 * len(wide) + 1.5))
+    image = ax.imshow(wide.to_numpy(dtype=float), cmap="viridis", vmin=0, vmax=scale, aspect="auto")
+    ax.set_xticks(range(wide.shape[1]), wide.columns, rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(len(wide)), wide.index, fontsize=8)
+    for (r, c), v in np.ndenumerate(wide.to_numpy(dtype=float)):
+        if np.isfinite(v):
+            colour = "w" if v < 0.6 * scale else "k"
+            ax.text(c, r, f"{v:.0f}", ha="center", va="center", fontsize=7, color=colour)
+    fig.colorbar(image, ax=ax, label=f"{_joined(table.metric.unique())} x {scale:g}")
+    ax.set_title(f"What each modality's features know ({seeds_summary(table.n_seeds)})", fontsize=9)
+    paths = _save(fig, Path(prefix))
+    plt.close(fig)
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------
 # Complexity tables (Table 8)
 
 COMPLEXITY_KEYS = ("title", "paper", "note", "rows")

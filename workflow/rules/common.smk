@@ -258,6 +258,10 @@ def all_targets():
         targets += multiext(f"{RESULTS}/tables/{name}", ".csv", ".md", ".tex")
         targets += multiext(f"{RESULTS}/figures/{name}", ".png", ".pdf")
         targets += multiext(f"{RESULTS}/figures/training_curves_{name}", ".png", ".pdf")
+    for name in experiments():
+        if config["experiments"][name].get("subsets"):
+            targets += multiext(f"{RESULTS}/tables/{name}_subsets", ".csv", ".md")
+            targets += multiext(f"{RESULTS}/figures/{name}_subsets", ".png", ".pdf")
     for name in config.get("complexity") or {}:
         targets += multiext(f"{RESULTS}/tables/{name}", ".csv", ".md")
     for name in reported_experiments():

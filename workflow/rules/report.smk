@@ -23,6 +23,26 @@ rule table:
         "--methods {params.methods} {params.columns} --out {params.prefix} > {log} 2>&1"
 
 
+# What each modality's features know (experiments.<name>.subsets; its runs' probe.subsets)
+rule subsets:
+    input:
+        lambda wildcards: experiment_probes(wildcards.experiment),
+    output:
+        multiext(f"{RESULTS}/tables/{{experiment}}_subsets", ".csv", ".md"),
+        multiext(f"{RESULTS}/figures/{{experiment}}_subsets", ".png", ".pdf"),
+    log:
+        f"{RESULTS}/logs/report/subsets_{{experiment}}.log",
+    localrule: True
+    conda:
+        "../envs/comm.yaml"
+    params:
+        prefix=lambda wildcards: f"{RESULTS}/tables/{wildcards.experiment}_subsets",
+        figure=lambda wildcards: f"{RESULTS}/figures/{wildcards.experiment}_subsets",
+    shell:
+        "comm-repro subsets --probes {input} --out {params.prefix} --figure {params.figure} "
+        "> {log} 2>&1"
+
+
 rule figure_table:
     input:
         spec=experiment_spec,

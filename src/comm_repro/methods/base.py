@@ -135,8 +135,14 @@ class Method(Trainable):
     def encode(self, m: int, x: torch.Tensor, mask: torch.Tensor | None = None) -> Encoding:
         return self.from_encoded(m, self.encoder_output(m, x, mask))
 
+    def fuse_subset(self, encoded: list[Encoding], subset: Sequence[int]) -> torch.Tensor:
+        """The probe features of the modalities ``subset`` alone (by default their encodings
+        concatenated; CoMM: its fused embedding with only those modalities visible)."""
+        return torch.cat([encoded[m][0] for m in subset], dim=1)
+
     def fuse(self, encoded: list[Encoding]) -> torch.Tensor:
-        raise NotImplementedError
+        """The probe features of every modality."""
+        return self.fuse_subset(encoded, range(self.n_modalities))
 
     def features(self, batch: Batch) -> torch.Tensor:
         return self.fuse(
@@ -171,6 +177,3 @@ class PooledFeatures(Method):
 
     def from_encoded(self, m, encoded):
         return encoded.pooled(), None
-
-    def fuse(self, encoded):
-        return torch.cat([z for z, _ in encoded], dim=1)

@@ -102,5 +102,7 @@ class CoMM(Method):
     def from_encoded(self, m, encoded):
         return self.tokenizers[m](encoded), encoded.mask
 
-    def fuse(self, encoded):
-        return self.fusion([t for t, _ in encoded], masks=[k for _, k in encoded])
+    def fuse_subset(self, encoded, subset):
+        """The fused embedding (before the head) with only ``subset`` visible: Z_i for one
+        modality, the embedding the masked terms L_i align; Z for all."""
+        return self.fusion([t for t, _ in encoded], list(subset), [k for _, k in encoded])

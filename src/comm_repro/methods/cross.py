@@ -51,6 +51,3 @@ class Cross(Method):
 
     def from_encoded(self, m, encoded):
         return self.projections[m](encoded.pooled()), None
-
-    def fuse(self, encoded):
-        return torch.cat([z for z, _ in encoded], dim=1)

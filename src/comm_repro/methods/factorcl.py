@@ -268,6 +268,3 @@ class FactorCL(Method):
     def from_encoded(self, m, encoded):
         z = encoded.pooled()
         return torch.cat([self.heads[name][m](z) for name in HEADS], dim=1), None
-
-    def fuse(self, encoded):
-        return torch.cat([z for z, _ in encoded], dim=1)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import torch
-
 from comm_repro.config import ConfigError
 from comm_repro.methods.base import Method
 
@@ -43,6 +41,3 @@ class FrozenEmbeddings(Method):
         if m not in self.use:
             return encoded.tokens[:, 0, :0], None
         return (encoded.tokens[:, 0] if m in self.first else encoded.pooled()), None
-
-    def fuse(self, encoded):
-        return torch.cat([z for z, _ in encoded], dim=1)

@@ -53,6 +53,11 @@ class SimCLR(CoMM):
             return encoded.tokens[:, 0, :0], None
         return super().from_encoded(m, encoded)
 
-    def fuse(self, encoded):
+    def fuse_subset(self, encoded, subset):
+        if self.own not in subset:
+            raise ConfigError(
+                f"method {self.cfg.get('name', '?')!r} (simclr) embeds its modality alone and "
+                "has no features of the others: set probe.subsets: false for its dataset"
+            )
         tokens, mask = encoded[self.own]
         return self.fusion([tokens], masks=[mask])
