@@ -8,6 +8,7 @@ import json
 import shutil
 import textwrap
 
+import pandas as pd
 import pytest
 import yaml
 from conftest import TINY_CONFIG, pretrain_args, tiny_run
@@ -369,3 +370,68 @@ def test_the_workflows_settings_files_pretrain_and_probe_a_sequence_dataset(
     assert sentiment["kind"] == "regression" and sentiment["metric"] == "mse"
     assert sentiment["alpha_chosen_on"] == "valid" and "r2" in sentiment
     assert result["config"]["probe"] == run_cfg["probe"]
+
+
+@pytest.mark.slow
+def test_each_snapshot_is_probed_as_the_final_model_and_drawn_over_training(
+    trifeature_dir, tmp_path, capsys
+):
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(TINY_CONFIG))
+    run = tmp_path / "run"
+    extra = ("--quiet", "--set", "train.epochs=2", "train.snapshot_every=1")
+    assert main(pretrain_args(config, trifeature_dir, run, *extra, method="comm")) == 0
+    results = {}
+    snapshots = {"final": [], "epoch1": ["--snapshot", "1"], "epoch2": ["--snapshot", "2"]}
+    for name, snapshot in snapshots.items():
+        out = tmp_path / f"{name}.json"
+        args = ["probe", "--run", str(run), "--data", str(trifeature_dir), "--out", str(out)]
+        assert main([*args, *snapshot, "--quiet", "--set", "probe.max_iter=50"]) == 0
+        results[name] = json.loads(out.read_text())
+    steps = 96 // 16  # the tiny study's pairs over its batch size
+    assert results["epoch1"]["snapshot"] == {"epoch": 1, "step": steps}
+    assert results["epoch2"]["snapshot"] == {"epoch": 2, "step": 2 * steps}
+    assert "snapshot" not in results["final"]
+    # the last epoch's snapshot is the final model: the same probe scores
+    assert results["epoch2"]["tasks"] == results["final"]["tasks"]
+    assert results["epoch1"]["tasks"] != results["epoch2"]["tasks"]
+    # an epoch the run kept no snapshot of is named with the setting that keeps them
+    bad = ["probe", "--run", str(run), "--data", str(trifeature_dir), "--out", "x.json"]
+    assert main([*bad, "--snapshot", "3", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "epoch0003.pt not found" in err and "every 1 epochs" in err
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "title": "Over training",
+                "paper": "Fig. 5",
+                "metric": "balanced_accuracy",
+                "scale": 100,
+                "columns": [
+                    {"name": "R", "dataset": "trifeatures", "task": "share", "chance": 10},
+                    {"name": "S", "dataset": "trifeatures", "task": "synergy", "chance": 50},
+                ],
+                "rows": [{"method": "comm", "label": "CoMM"}],
+                "curves": {"S": {"comm": [[6, 55.0], [12, 60.0]]}},
+            }
+        )
+    )
+    snapshots = [str(tmp_path / f"epoch{e}.json") for e in (2, 1)]
+    out = tmp_path / "tables" / "curve"
+    args = ["snapshots", "--spec", str(spec), "--probes", *snapshots, "--methods", "comm"]
+    assert main([*args, "--out", str(out)]) == 0
+    table = pd.read_csv(out.with_suffix(".csv"))
+    assert list(table.epoch) == [1, 1, 2, 2]
+    assert list(table.step) == [steps, steps, 2 * steps, 2 * steps]
+    s_at_2 = table[(table.epoch == 2) & (table.column == "S")]["mean"].item()
+    assert s_at_2 == pytest.approx(100 * results["epoch2"]["tasks"]["synergy"]["balanced_accuracy"])
+    md = out.with_suffix(".md").read_text()
+    assert "| CoMM | 1 | 6 |" in md and "| CoMM | 2 | 12 |" in md
+    for ext in (".png", ".pdf"):
+        assert out.with_suffix(ext).stat().st_size > 0
+    # a final model's probe is not a snapshot's
+    final = str(tmp_path / "final.json")
+    assert main([*args[:3], "--probes", final, "--methods", "comm", "--out", str(out)]) == 2
+    assert "not the probe of a snapshot" in capsys.readouterr().err

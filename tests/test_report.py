@@ -510,6 +510,33 @@ SPEC_ERRORS = {
         lambda s: s.update(figure={"columns": ["A", "Z"]}),
         "figure.columns[1]: 'Z' is not a column",
     ),
+    "x on some rows only": (
+        lambda s: s["rows"].extend([{"method": "n", "x": 0.5}]),
+        "rows: give x to every row (a sweep) or to none",
+    ),
+    "curve of no column": (lambda s: s.update(curves={"Z": {"m": [[1, 2]]}}), "curves.Z"),
+    "curve points not pairs": (
+        lambda s: s.update(curves={"A": {"m": [[1, 2, 3]]}}),
+        "curves.A.m: must be a list of [step, value]",
+    ),
+    "claim of an unknown test": (
+        lambda s: s.update(claims=[{"text": "t", "test": "bigger", "column": "A"}]),
+        "claims[0].test: must be one of",
+    ),
+    "claim of an unknown row": (
+        lambda s: s.update(claims=[{"text": "t", "test": "best", "row": "z", "column": "A"}]),
+        "claims[0].row: not a row's label",
+    ),
+    "chance claim without a chance": (
+        lambda s: s.update(
+            claims=[{"text": "t", "test": "near_chance", "row": "m", "column": "A"}]
+        ),
+        "claims[0].column: column A gives no chance level",
+    ),
+    "peak claim without a sweep": (
+        lambda s: s.update(claims=[{"text": "t", "test": "peak", "column": "A"}]),
+        "peak needs a sweep",
+    ),
 }
 
 
@@ -533,7 +560,9 @@ def test_a_minimal_spec_fills_its_defaults(tmp_path):
     assert column["tasks"] == ["t"] and column["scale"] == 1 and column["chance"] is None
     assert column["lower_is_better"] is False
     assert spec["rows"][0]["label"] == "m" and spec["rows"][0]["paper"] == {"A": (1.0, 0.1)}
-    assert spec["figure"] == {"columns": ["A"], "labels": ["A"], "ylabel": None, "ylim": None}
+    figure = {"columns": ["A"], "labels": ["A"], "ylabel": None, "ylim": None, "xlabel": None}
+    assert spec["figure"] == figure
+    assert spec["rows"][0]["x"] is None and spec["curves"] == {} and spec["claims"] == []
 
 
 # ---------------------------------------------------------------------------------------------
@@ -829,7 +858,11 @@ def test_cli_refuses_a_bad_spec_and_missing_runs_in_one_line(probes, tmp_path, c
 
 @pytest.mark.parametrize(
     ("name", "parameters"),
-    [("trifeatures", ("results_dir", "data_dir")), ("multibench", ("results_dir", "experiment"))],
+    [
+        ("trifeatures", ("results_dir", "data_dir")),
+        ("multibench", ("results_dir", "experiment")),
+        ("ablations", ("results_dir", "experiment")),
+    ],
 )
 def test_notebook_template_has_a_parameters_cell(name, parameters):
     nb = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
@@ -929,3 +962,154 @@ def test_the_subset_table_and_heat_map_show_what_each_modality_knows(tmp_path):
     plain.write_text(json.dumps({"config": {}, "tasks": {}}))
     with pytest.raises(report.ResultsError, match="probe.subsets: true"):
         report.load_subset_probes([plain])
+
+
+# ---------------------------------------------------------------------------------------------
+# Ablations: the paper's claims as tests, sweeps, probes during training
+
+
+def _ablation_spec(tmp_path: Path, rows: list, claims: list, **extra) -> dict:
+    spec = {
+        "title": "Ablation",
+        "paper": "Table 4",
+        "metric": "balanced_accuracy",
+        "scale": 100,
+        "columns": [
+            {"name": "R", "dataset": UNBIASED, "task": "share", "chance": 10},
+            {"name": "S", "dataset": BIASED, "task": "synergy", "chance": 50},
+            {"name": "Average", "average": ["R", "S"]},
+        ],
+        "rows": rows,
+        "claims": claims,
+        **extra,
+    }
+    return report.load_spec(write_spec(tmp_path / "spec.yaml", spec))
+
+
+def _runs(root: Path, method: str, share: float, synergy: float, seeds=(0,)) -> list[Path]:
+    return [
+        path
+        for seed in seeds
+        for path in fig4_runs(
+            root, method, seed, {"share": share, "unique1": 0, "unique2": 0, "synergy": synergy}
+        )
+    ]
+
+
+def test_the_papers_claims_are_tested_on_the_table(tmp_path):
+    rows = [{"method": "linear", "label": "Concat + Linear"}, {"method": "comm", "label": "CoMM"}]
+    claims = [
+        {
+            "text": "linear: no synergy",
+            "test": "near_chance",
+            "row": "Concat + Linear",
+            "column": "S",
+            "margin": 3,
+        },
+        {
+            "text": "attention: more synergy",
+            "test": "above",
+            "row": "CoMM",
+            "than": "Concat + Linear",
+            "column": "S",
+        },
+        {"text": "CoMM learns synergy", "test": "above_chance", "row": "CoMM", "column": "S"},
+        {"text": "CoMM is best", "test": "best", "row": "CoMM", "column": "Average"},
+        {
+            "text": "linear learns synergy",
+            "test": "above_chance",
+            "row": "Concat + Linear",
+            "column": "S",
+        },
+    ]
+    spec = _ablation_spec(tmp_path, rows, claims)
+    probes = _runs(tmp_path, "linear", 0.9, 0.52) + _runs(tmp_path, "comm", 0.85, 0.62)
+    table = report.build_table(spec, report.load_probes(probes), ["linear", "comm"])
+    checked = report.check_claims(table, spec)
+    assert list(checked.holds) == [True, True, True, True, False]
+    assert checked.evidence[0] == "Concat + Linear: S 52.0, chance 50 (margin 3)"
+    assert checked.evidence[1] == "S: CoMM 62.0 vs Concat + Linear 52.0"
+    assert "highest CoMM 73.5" in checked.evidence[3]  # (85 + 62) / 2 against (90 + 52) / 2
+    # the margin decides: 52 is not within 1 point of chance
+    claims[0]["margin"] = 1
+    spec = _ablation_spec(tmp_path, rows, claims[:1])
+    assert list(report.check_claims(table, spec).holds) == [False]
+    # a row without runs (a dash) decides nothing
+    rows[0]["datasets"] = {"S": None}
+    spec = _ablation_spec(tmp_path, rows, claims[:2])
+    table = report.build_table(spec, report.load_probes(probes), ["linear", "comm"])
+    assert report.check_claims(table, spec).holds.isna().all()
+
+
+def test_a_sweep_is_drawn_against_x_and_its_peak_tested(tmp_path, monkeypatch):
+    rows, probes = [], []
+    for x, synergy in ((0.2, 0.55), (0.5, 0.70), (0.8, 0.60)):
+        dataset = f"sweep{int(x * 10)}"
+        rows.append(
+            {
+                "method": "comm",
+                "x": x,
+                "label": f"x = {x}",
+                "datasets": {"R": dataset, "S": dataset},
+            }
+        )
+        probes.append(write_probe(tmp_path, dataset, "comm", 0, {"share": 0.9, "synergy": synergy}))
+    claims = [{"text": "a sweet spot", "test": "peak", "column": "S"}]
+    spec = _ablation_spec(
+        tmp_path, rows, claims, figure={"columns": ["R", "S"], "xlabel": "crop x"}
+    )
+    table = report.build_table(spec, report.load_probes(probes), ["comm"])
+    assert list(table[table.column == "S"].x) == [0.2, 0.5, 0.8]
+    checked = report.check_claims(table, spec)
+    assert checked.holds.item() is True
+    assert (
+        checked.evidence.item()
+        == "S against x (0.2: 55.0, 0.5: 70.0, 0.8: 60.0); highest at x = 0.5"
+    )
+    drawn = {}
+    monkeypatch.setattr(report, "_save", lambda fig, prefix: drawn.setdefault("fig", fig) and [])
+    report.plot_table(table, spec, tmp_path / "sweep")
+    axes = drawn["fig"].axes
+    assert [ax.get_xlabel() for ax in axes] == ["crop x", "crop x"]
+    line = axes[1].get_lines()[0]
+    assert list(line.get_xdata()) == [0.2, 0.5, 0.8]
+    assert list(line.get_ydata()) == pytest.approx([55.0, 70.0, 60.0])
+    # at the end of the sweep, no sweet spot
+    probes[2].write_text(
+        probes[2].read_text().replace('"balanced_accuracy": 0.6,', '"balanced_accuracy": 0.9,')
+    )
+    table = report.build_table(spec, report.load_probes(probes), ["comm"])
+    assert report.check_claims(table, spec).holds.item() is False
+
+
+def _snapshot_probe(root: Path, dataset: str, method: str, epoch: int, scores: dict) -> Path:
+    path = write_probe(root / f"epoch{epoch}", dataset, method, 0, scores)
+    result = json.loads(path.read_text())
+    path.write_text(json.dumps({**result, "snapshot": {"epoch": epoch, "step": 156 * epoch}}))
+    return path
+
+
+def test_snapshot_curves_show_each_epoch_beside_the_papers_points(tmp_path, monkeypatch):
+    rows = [{"method": "comm", "label": "L_CoMM", "paper": {"S": 71.8}}]
+    curves = {"S": {"comm": [[800, 57.7], [15700, 71.8]]}}
+    spec = _ablation_spec(tmp_path, rows, [], curves=curves, figure={"columns": ["R", "S"]})
+    probes = []
+    for epoch, synergy in ((1, 0.5), (2, 0.6), (3, 0.65)):
+        probes.append(_snapshot_probe(tmp_path, UNBIASED, "comm", epoch, {"share": 0.3 * epoch}))
+        probes.append(_snapshot_probe(tmp_path, BIASED, "comm", epoch, {"synergy": synergy}))
+    table = report.snapshot_table(spec, probes, ["comm"])
+    s = table[table.column == "S"]
+    assert list(s.epoch) == [1, 2, 3] and list(s.step) == [156, 312, 468]
+    assert list(s["mean"]) == pytest.approx([50.0, 60.0, 65.0])
+    assert "paper" not in table  # the paper's values are its curve's end, not these epochs'
+    paths = report.write_snapshot_table(table, spec, tmp_path / "out")
+    md = paths[1].read_text()
+    assert "| L_CoMM | 2 | 312 | 60.0 | 60.0 | 60.0 |" in md
+    drawn = {}
+    monkeypatch.setattr(report, "_save", lambda fig, prefix: drawn.setdefault("fig", fig) and [])
+    report.plot_snapshots(table, spec, tmp_path / "out")
+    panel = drawn["fig"].axes[1]
+    assert list(panel.get_lines()[0].get_xdata()) == [156, 312, 468]
+    crosses = [c for c in panel.collections if isinstance(c, PathCollection)]
+    assert crosses[0].get_offsets().tolist() == [[800, 57.7], [15700, 71.8]]
+    assert panel.get_xscale() == "log"

@@ -402,3 +402,38 @@ def test_a_checkpoint_of_the_one_optimiser_format_still_resumes(tmp_path):
     a = torch.load(tmp_path / "full" / MODEL, weights_only=True)["model"]
     b = torch.load(tmp_path / "old" / MODEL, weights_only=True)["model"]
     assert torch.equal(a["w"], b["w"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Snapshots for probing during training (train.snapshot_every)
+
+
+def test_snapshots_are_the_model_after_every_kth_epoch_and_stale_ones_go(tmp_path):
+    from comm_repro.train import snapshot_path
+
+    cfg = _toy_cfg(epochs=5, snapshot_every=2)
+    assert _steps_run(tmp_path, cfg) == 25
+    kept = sorted(p.name for p in (tmp_path / "snapshots").iterdir())
+    assert kept == ["epoch0002.pt", "epoch0004.pt"]
+    second = train.load_torch_file(snapshot_path(tmp_path, 2))
+    fourth = train.load_torch_file(snapshot_path(tmp_path, 4))
+    assert (second["epoch"], second["step"]) == (2, 10) and fourth["step"] == 20
+    assert second["config"] == cfg and second["precision"] == "fp32"
+    final = train.load_torch_file(tmp_path / MODEL)["model"]
+    assert second["model"].keys() == final.keys()
+    # each snapshot is the model of its epoch: the weights moved between them
+    assert any(not torch.equal(second["model"][k], fourth["model"][k]) for k in final)
+    # and the last epoch moved them again
+    assert any(not torch.equal(fourth["model"][k], final[k]) for k in final)
+    # other settings retrain from scratch: the old snapshots are not this run's
+    assert _steps_run(tmp_path, _toy_cfg(epochs=3, snapshot_every=3, lr=0.02)) == 15
+    assert sorted(p.name for p in (tmp_path / "snapshots").iterdir()) == ["epoch0003.pt"]
+
+
+def test_a_run_without_snapshot_every_keeps_none():
+    from comm_repro.config import snapshot_epochs
+
+    assert snapshot_epochs({"epochs": 100}) == []
+    assert snapshot_epochs({"epochs": 100, "snapshot_every": 5})[:3] == [5, 10, 15]
+    assert snapshot_epochs({"epochs": 100, "snapshot_every": 5})[-1] == 100
+    assert snapshot_epochs({"epochs": 7, "snapshot_every": 3}) == [3, 6]

@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -169,8 +170,11 @@ def test_paper_protocol_plans_every_table_with_five_seeds(tmp_path):
     # The ablations beyond Fig. 4's runs, each on unbiased and biased pairs: Table 4, the linear
     # fusion; Table 5, CoMM with crop-only views on modality 1, 2 or both; Table 7, Cross,
     # Cross+Self and CoMM on a ResNet-50
-    ablations = 5 * 2 * (1 + 3 + 3)
-    runs = fig4 + table1 + table3 + table2 + ablations
+    # Fig. 5, L alone and the L_i alone beside CoMM's; Fig. 7, CoMM at four crop strengths
+    ablations = 5 * 2 * (1 + 3 + 3 + 2 + 4)
+    # Fig. 7 on MM-IMDb: CoMM at five poster crop and five plot mask strengths
+    sweeps = 5 * (5 + 5)
+    runs = fig4 + table1 + table3 + table2 + ablations + sweeps
     finetuned = 5 * (5 + 2)  # CoMM fine-tuned: seeds x (Table 1's datasets, Table 2's two)
     for rule in ("pretrain", "probe", "run_settings", "probe_settings"):
         assert jobs[rule] == runs, rule
@@ -182,15 +186,34 @@ def test_paper_protocol_plans_every_table_with_five_seeds(tmp_path):
     assert jobs["features"] == jobs["feature_settings"] == 4
     # Table 8: the four models measured once each, then the table
     assert jobs["complexity"] == 4 and jobs["complexity_table"] == 1
-    reported = ("fig4_trifeatures", "table1", "table1_affect", "table3", "table2")
-    tables = (*reported, "table4_fusion", "table5_augment", "table7_encoder")
+    ablation_tables = ("table4_fusion", "table5_augment", "table7_encoder", "fig5_loss")
+    ablation_tables += ("fig7_crop", "fig7_mmimdb_crop", "fig7_mmimdb_mask")
+    reported = ("fig4_trifeatures", "table1", "table1_affect", "table3", "table2", *ablation_tables)
+    tables = reported
     for rule in ("table", "figure_table", "figure_training_curves"):
         assert jobs[rule] == len(tables), rule
     assert jobs["report_notebook"] == jobs["report_html"] == len(reported)
     # table, its figure, training curves (report notebook and its html); the index, all
     assert jobs["subsets"] == 1  # Fig. 4's: what each modality's features know
+    # Fig. 5: every 5th of the 100 epochs of each of its runs probed, and the curves drawn
+    snapshots = 5 * 2 * 3 * 20
+    assert jobs["probe_snapshot"] == snapshots and jobs["snapshots"] == 1
+    assert "comm-repro probe --run results/runs/trifeatures/comm_full_only/seed4 " in result.stdout
+    assert "--snapshot 100 " in result.stdout and "--snapshot 5 " in result.stdout
+    assert "results/runs/trifeatures/cross/seed0/snapshot_probes/" not in result.stdout
     assert sum(jobs.values()) == (
-        4 * runs + 3 * finetuned + 7 + 2 * 4 + 4 + 1 + 3 * len(tables) + 2 * len(reported) + 1 + 2
+        4 * runs
+        + 3 * finetuned
+        + 7
+        + 2 * 4
+        + 4
+        + 1
+        + 3 * len(tables)
+        + 2 * len(reported)
+        + 1
+        + 2
+        + snapshots
+        + 1
     )
     for seed in range(5):
         for dataset in ("trifeatures", "trifeatures_synergy"):
@@ -250,6 +273,88 @@ def test_the_factorcl_study_adds_fig4s_fourth_row_at_its_authors_lr(tmp_path):
     assert run_config(cfg, "trifeatures", "comm", 0)["train"]["lr"] == cfg["train"]["lr"]
     jobs = planned_jobs(snakemake(workdir_for(tmp_path), "-n", "--configfile", study).stdout)
     assert jobs["pretrain"] == jobs["probe"] == 2 * 2 * 4  # seeds x pairings x methods
+
+
+ABLATIONS = "config/ablations.yaml"
+ABLATION_TARGETS = ("fig5_loss", "table4_fusion", "fig7_crop", "table7_encoder")
+
+
+def test_the_ablation_study_runs_each_ablation_at_the_default_size(tmp_path):
+    cfg = merged(load(REPO / "config/config.yaml"), load(REPO / ABLATIONS))
+    validate(cfg, str(SCHEMA))
+    for name in ABLATION_TARGETS:
+        assert cfg["experiments"][name]["seeds"] == [0]
+    default = run_config(cfg, "trifeatures", "comm", 1)
+    for dataset in ("trifeatures_crop_x02", "trifeatures_synergy_crop_x08"):
+        run = run_config(cfg, dataset, "comm", 0)
+        assert run["train"] == default["train"]  # Fig. 7's runs keep no snapshots
+        assert run["dataset"]["resolution"] == 64 and run["dataset"]["max_train_pairs"] == 10000
+    swept = run_config(cfg, "trifeatures_crop_x04", "comm", 0)["dataset"]["modalities"]
+    assert [m["augment"]["strong"]["crop_scale"] for m in swept] == [[0.01, 0.4], [0.4, 1.0]]
+    assert swept[0]["augment"]["strong"]["jitter_p"] == 0.8  # the rest of the views kept
+    # Fig. 5's runs keep a snapshot after each epoch; the default study's other seed does not
+    assert run_config(cfg, "trifeatures", "comm", 0)["train"]["snapshot_every"] == 1
+    assert "snapshot_every" not in default["train"]
+    assert run_config(cfg, "trifeatures", "comm", 0)["probe"]["subsets"] is True
+    resnet = run_config(cfg, "trifeatures_resnet50", "cross", 0)
+    assert resnet["dataset"]["modalities"][0]["encoder"]["name"] == "resnet50"
+    workdir = workdir_for(tmp_path)
+    result = snakemake(workdir, "-n", "-p", "--configfile", ABLATIONS)
+    jobs = planned_jobs(result.stdout)
+    # Fig. 4's 12 runs; Fig. 5's L only and L_i only, Table 4's linear fusion, Fig. 7's four
+    # strengths, Table 7's three ResNet-50 methods: each on unbiased and biased pairs
+    assert jobs["pretrain"] == jobs["probe"] == 12 + 2 * (2 + 1 + 4 + 3)
+    assert jobs["probe_snapshot"] == 3 * 2 * 5 and jobs["snapshots"] == jobs["subsets"] == 1
+    assert jobs["report_notebook"] == 1 + len(ABLATION_TARGETS)
+    # each ablation is a target of its own: Table 4 needs its two methods' runs alone
+    target = "results/tables/table4_fusion.md"
+    one = planned_jobs(snakemake(workdir, "-n", target, "--configfile", ABLATIONS).stdout)
+    assert one["pretrain"] == 2 * 2 and one["table"] == 1 and one["report_notebook"] == 0
+
+
+@pytest.mark.slow
+def test_a_tiny_ablation_study_makes_every_ablations_table_curves_and_report(tmp_path):
+    """config/ablations.yaml laid over the tiny study, its datasets cut to 64 pairs and its
+    tables to CoMM's rows (Table 7's ResNet-50 runs probe 8,188 test images): every ablation
+    target runs end to end."""
+    study = merged(load(TINY), load(REPO / ABLATIONS))
+    for name, dataset in study["datasets"].items():
+        if name.startswith("trifeatures_"):
+            dataset["max_train_pairs"] = 64
+            dataset.setdefault("probe", {})["max_train_samples"] = 300
+    for name in ("fig4_trifeatures", "table7_encoder"):
+        study["experiments"][name]["methods"] = ["comm"]
+    workdir = workdir_for(tmp_path)
+    path = write_config(workdir, study, "ablations_tiny.yaml")
+    snakemake(workdir, "--cores", "2", "--configfile", path)
+    results = workdir / "results"
+    for name in ABLATION_TARGETS:
+        html = (results / "reports" / f"{name}.html").read_text()
+        assert "The paper&#39;s claims" in html or "The paper's claims" in html, name
+        assert "data:image/png;base64" in html
+    # two snapshots of each Fig. 5 run, each probed, the curves drawn
+    for method in ("comm_full_only", "comm_unimodal_only", "comm"):
+        run = results / "runs" / "trifeatures_synergy" / method / "seed0"
+        assert sorted(p.name for p in (run / "snapshots").iterdir()) == [
+            "epoch0001.pt",
+            "epoch0002.pt",
+        ]
+        assert len(list((run / "snapshot_probes").glob("epoch*.json"))) == 2
+    curves = pd.read_csv(results / "tables" / "fig5_loss_snapshots.csv")
+    assert sorted(set(curves.epoch)) == [1, 2] and set(curves.method) == {
+        "comm_full_only",
+        "comm_unimodal_only",
+        "comm",
+    }
+    assert (results / "figures" / "fig5_loss_snapshots.png").stat().st_size > 0
+    sweep = pd.read_csv(results / "tables" / "fig7_crop.csv")
+    assert sorted(set(sweep.x)) == [0.2, 0.4, 0.6, 0.8]
+    table4 = (results / "tables" / "table4_fusion.md").read_text()
+    assert "a concat + linear fusion learns no synergy" in table4
+    subsets = pd.read_csv(results / "tables" / "fig4_trifeatures_subsets.csv")
+    assert {"image1", "image2", "all"} <= set(subsets.subset)
+    encoder = pd.read_csv(results / "tables" / "table7_encoder.csv")
+    assert set(encoder.label) == {"CoMM (ResNet-50)", "CoMM (AlexNet)"}
 
 
 def test_an_affect_dataset_without_its_raw_file_fails_at_prepare(tmp_path):

@@ -185,13 +185,22 @@ def _label_shapes(data) -> dict[str, tuple[int, ...]]:
     return {name: tuple(labels.shape[1:]) for name, labels in data.labels.items()}
 
 
-def _run_files(run: Path) -> tuple[dict, dict, dict]:
+def _run_files(run: Path, snapshot: int | None = None) -> tuple[dict, dict, dict]:
     """A trained run's record (run.json, without its compute), compute, and model weights
-    with what model.pt says of them; errors say how to make or rewrite them (with `pretrain`,
-    or `finetune` for a fine-tuned run)."""
-    from comm_repro.train import MODEL, RUN_RECORD, load_torch_file
+    with what model.pt (or the snapshot after epoch ``snapshot``) says of them; errors say how
+    to make or rewrite them (with `pretrain`, or `finetune` for a fine-tuned run)."""
+    from comm_repro.train import MODEL, RUN_RECORD, load_torch_file, snapshot_path
 
     model_path, record_path = run / MODEL, run / RUN_RECORD
+    if snapshot is not None:
+        model_path = snapshot_path(run, snapshot)
+        if record_path.exists() and not model_path.exists():
+            every = load_json(record_path).get("train", {}).get("snapshot_every")
+            raise ConfigError(
+                f"{model_path} not found: the run keeps snapshots "
+                + (f"every {every} epochs" if every else "only with train.snapshot_every set")
+                + f"; pretrain it with the snapshots wanted (`comm-repro pretrain ... --out {run}`)"
+            )
     step = "finetune" if run.name == "finetune" else "pretrain"
     for path in (record_path, model_path):
         if not path.exists():
@@ -253,7 +262,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     _setup_compute(args.threads)
     t0 = time.perf_counter()
     run = Path(args.run)
-    record, compute, saved = _run_files(run)
+    record, compute, saved = _run_files(run, args.snapshot)
     run_cfg, source = record, str(run / RUN_RECORD)
     if args.settings is not None:
         probe_settings = load_yaml(args.settings)
@@ -298,6 +307,11 @@ def cmd_probe(args: argparse.Namespace) -> int:
         config=run_cfg,
         precision=precision,
         pretrained={**pretrained, "compute": compute},
+        **(
+            {"snapshot": {k: saved[k] for k in ("epoch", "step")}}
+            if args.snapshot is not None
+            else {}
+        ),
         wall_s=round(time.perf_counter() - t0, 2),
         **provenance(device),
     )
@@ -389,6 +403,17 @@ def cmd_table(args: argparse.Namespace) -> int:
     spec = report.load_spec(args.spec, args.columns)
     table = report.build_table(spec, report.load_probes(args.probes), args.methods)
     paths = report.write_table(table, spec, args.out)
+    print(f"wrote {', '.join(map(str, paths))}")
+    return 0
+
+
+def cmd_snapshots(args: argparse.Namespace) -> int:
+    from comm_repro import report
+
+    spec = report.load_spec(args.spec, args.columns)
+    table = report.snapshot_table(spec, args.probes, args.methods)
+    paths = report.write_snapshot_table(table, spec, args.out)
+    paths += report.plot_snapshots(table, spec, args.figure or args.out)
     print(f"wrote {', '.join(map(str, paths))}")
     return 0
 
@@ -518,6 +543,12 @@ def make_parser() -> argparse.ArgumentParser:
         help="folders of frozen encoders' probe features (of `comm-repro features`), used in "
         "place of running those encoders",
     )
+    p.add_argument(
+        "--snapshot",
+        type=int,
+        metavar="EPOCH",
+        help="probe the run's snapshot after this epoch (train.snapshot_every) instead of model.pt",
+    )
     _add_runtime_options(p)
     p.set_defaults(func=cmd_probe)
 
@@ -571,6 +602,19 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--columns", nargs="+", help="the spec's columns to show (default all)")
     p.add_argument("--out", required=True, type=Path, help="output prefix (.csv, .md, .tex)")
     p.set_defaults(func=cmd_table)
+
+    p = sub.add_parser(
+        "snapshots", help="a table's columns during training: its runs' snapshot probes"
+    )
+    p.add_argument("--spec", required=True, type=Path, help="the table's spec")
+    p.add_argument(
+        "--probes", required=True, nargs="+", type=Path, help="probes of `probe --snapshot`"
+    )
+    p.add_argument("--methods", required=True, nargs="+", help="method keys")
+    p.add_argument("--columns", nargs="+", help="the spec's columns to show (default all)")
+    p.add_argument("--out", required=True, type=Path, help="output prefix (.csv, .md)")
+    p.add_argument("--figure", type=Path, help="the figure's prefix (.png, .pdf; default --out)")
+    p.set_defaults(func=cmd_snapshots)
 
     p = sub.add_parser("figure", help="draw a figure from a table or from training logs")
     p.add_argument("figure", choices=["table", "curves"], help="which figure")

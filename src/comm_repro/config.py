@@ -287,6 +287,9 @@ def run_config(cfg: dict[str, Any], dataset: str, method: str, seed: int) -> dic
         for i, m in enumerate(ds.get("modalities") or [])
     ]
     own["tasks"] = [resolve_task(t) for t in ds.get("tasks") or []]
+    every = _experiment_snapshots(cfg, dataset, method, int(seed))
+    if every is not None:
+        sections["train"] = {**sections["train"], "snapshot_every": every}
     return {
         "dataset": {"name": dataset, **copy.deepcopy(own)},
         "method": {"name": method, "kind": kind, **copy.deepcopy(params)},
@@ -296,6 +299,24 @@ def run_config(cfg: dict[str, Any], dataset: str, method: str, seed: int) -> dic
         "probe": sections["probe"],
         "seed": int(seed),
     }
+
+
+def _experiment_snapshots(cfg: dict[str, Any], dataset: str, method: str, seed: int) -> int | None:
+    """``snapshot_every`` of the experiments whose pretrained cells include this run (they
+    must agree); None where none asks for snapshots."""
+    asked = {
+        name: int(exp["snapshot_every"])
+        for name, exp in (cfg.get("experiments") or {}).items()
+        if exp.get("snapshot_every")
+        and (dataset, method, seed, "pretrain") in experiment_results(cfg, name)
+    }
+    if len(set(asked.values())) > 1:
+        raise ConfigError(
+            f"experiments {', '.join(sorted(asked))} ask the run {dataset}/{method}/seed{seed} "
+            f"for snapshots every {' and '.join(map(str, sorted(set(asked.values()))))} epochs: "
+            "give them one snapshot_every"
+        )
+    return next(iter(asked.values()), None)
 
 
 def with_task_defaults(run_cfg: dict[str, Any]) -> dict[str, Any]:
@@ -388,15 +409,22 @@ def feature_settings(run_cfg: dict[str, Any], modality: str) -> dict[str, Any]:
     return {"dataset": dataset, "modality": modality, "train": train}
 
 
+# Encoder settings that act in training only (a frozen text encoder masks tokens of training
+# views; probes see every token): the probe features do not depend on them.
+TRAINING_ONLY_KEYS = ("mask_prob",)
+
+
 def feature_dir(run_cfg: dict[str, Any], modality: str) -> str:
     """The features' folder under the features root: ``<data id>/<modality>-<digest>``, the
     digest of what the features depend on: the prepared copy, the modality's kind and encoder,
     the device and precision settings (datasets that share a prepared copy and the encoder
-    share the features; a run's augmentation, tokens and tasks do not matter). ``run_cfg``: a
+    share the features; a run's augmentation, tokens, tasks and training-only encoder settings
+    do not matter). ``run_cfg``: a
     run's settings, or :func:`feature_settings`."""
     settings = feature_settings(run_cfg, modality)
     dataset = settings["dataset"]
     own = {k: dataset["modalities"][0][k] for k in ("name", "kind", "encoder")}
+    own["encoder"] = {k: v for k, v in own["encoder"].items() if k not in TRAINING_ONLY_KEYS}
     key = {"data": data_id(dataset), "modality": own, **settings["train"]}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     return f"{data_id(dataset)}/{modality}-{digest}"
@@ -489,10 +517,21 @@ def select_columns(spec: dict[str, Any], names: list[str] | None) -> dict[str, A
     return out
 
 
+@functools.lru_cache(maxsize=64)
+def _spec_file(path: Path, mtime_ns: int) -> dict[str, Any]:
+    return load_yaml(path)
+
+
 def experiment_spec(cfg: dict[str, Any], name: str) -> dict[str, Any]:
-    """The table spec of experiment ``name`` as read, cut to its ``columns`` when it names some."""
+    """The table spec of experiment ``name`` as read, cut to its ``columns`` when it names some
+    (read once per version of the file: every run's settings look experiments up)."""
     exp = cfg["experiments"][name]
-    return select_columns(load_yaml(table_spec_path(exp["table"])), exp.get("columns"))
+    path = table_spec_path(exp["table"])
+    try:
+        spec = _spec_file(path, path.stat().st_mtime_ns)
+    except FileNotFoundError:
+        spec = load_yaml(path)  # its own message
+    return select_columns(copy.deepcopy(spec), exp.get("columns"))
 
 
 def experiment_results(cfg: dict[str, Any], name: str) -> list[tuple[str, str, int, str]]:
@@ -520,6 +559,13 @@ def experiment_runs(cfg: dict[str, Any], name: str) -> list[tuple[str, str, int]
     needs its pretrained run)."""
     runs = [(d, m, s) for d, m, s, _ in experiment_results(cfg, name)]
     return list(dict.fromkeys(runs))
+
+
+def snapshot_epochs(train: dict[str, Any]) -> list[int]:
+    """The epochs after which a run keeps a snapshot of its model (``train.snapshot_every``;
+    none without it)."""
+    every = train.get("snapshot_every")
+    return list(range(int(every), int(train["epochs"]) + 1, int(every))) if every else []
 
 
 def study_runs(cfg: dict[str, Any]) -> list[tuple[str, str, int]]:

@@ -41,7 +41,18 @@ class ResultsError(UserError, ValueError):
 # ---------------------------------------------------------------------------------------------
 # Table specs
 
-SPEC_KEYS = ("title", "paper", "metric", "scale", "note", "columns", "rows", "figure")
+SPEC_KEYS = (
+    "title",
+    "paper",
+    "metric",
+    "scale",
+    "note",
+    "columns",
+    "rows",
+    "figure",
+    "curves",
+    "claims",
+)
 COLUMN_KEYS = (
     "name",
     "dataset",
@@ -53,8 +64,8 @@ COLUMN_KEYS = (
     "chance",
     "lower_is_better",
 )
-ROW_KEYS = ("method", "label", "stage", "datasets", "paper", "one_seed")
-FIGURE_KEYS = ("columns", "labels", "ylabel", "ylim")
+ROW_KEYS = ("method", "label", "stage", "datasets", "paper", "one_seed", "x")
+FIGURE_KEYS = ("columns", "labels", "ylabel", "ylim", "xlabel")
 
 
 def _fail(source: str, key: str, problem: str) -> NoReturn:
@@ -197,7 +208,74 @@ def _check_row(node: Any, i: int, names: list[str], source: str) -> dict:
             for k, v in datasets.items()
         },
         "paper": {k: _paper_value(v, source, f"{where}.paper.{k}") for k, v in paper.items()},
+        # A sweep's rows: where the row stands on the figure's x axis (figure.xlabel)
+        "x": None if node.get("x") is None else _number(node["x"], source, f"{where}.x"),
     }
+
+
+def _check_curves(node: Any, names: list[str], source: str) -> dict:
+    """``curves``: the paper's points of a figure over training, {column: {method: [[step,
+    value], ...]}} (read off the paper's figure; drawn beside the snapshot probes)."""
+    if not isinstance(node, dict):
+        _fail(source, "curves", f"must be a mapping of columns, got {type(node).__name__}")
+    curves: dict[str, dict[str, list[tuple[float, float]]]] = {}
+    for column, methods in node.items():
+        if column not in names:
+            _fail(source, f"curves.{column}", f"not a column (columns: {', '.join(names)})")
+        if not isinstance(methods, dict):
+            _fail(source, f"curves.{column}", "must map methods to lists of [step, value]")
+        curves[column] = {}
+        for method, points in methods.items():
+            where = f"curves.{column}.{method}"
+            if not isinstance(points, list) or not all(
+                isinstance(p, list) and len(p) == 2 for p in points
+            ):
+                _fail(source, where, f"must be a list of [step, value], got {points!r}")
+            curves[column][method] = [
+                (_number(a, source, where), _number(b, source, where)) for a, b in points
+            ]
+    return curves
+
+
+CLAIM_KEYS = ("text", "test", "row", "than", "column", "margin")
+# test -> (the keys it needs beside text, test and column, its default margin in table units)
+CLAIM_TESTS = {
+    "near_chance": (("row",), 5.0),  # |row - chance| <= margin
+    "above_chance": (("row",), 5.0),  # row - chance > margin
+    "above": (("row", "than"), 0.0),  # row - than > margin
+    "best": (("row",), 0.0),  # row has the column's highest mean
+    "peak": ((), 0.0),  # a sweep: the highest mean is at neither end of x
+}
+
+
+def _check_claim(node: Any, i: int, spec: dict, columns: list[dict], rows: list[dict]) -> dict:
+    """One of the paper's claims as a test on the table (``claims``): what it says, which test,
+    the rows (by label) and column it reads, and the margin in the table's units."""
+    source, where = spec["source"], f"claims[{i}]"
+    node = _mapping(node, CLAIM_KEYS, ("text", "test", "column"), source, where)
+    test = _string(node["test"], source, f"{where}.test")
+    if test not in CLAIM_TESTS:
+        _fail(source, f"{where}.test", f"must be one of {', '.join(CLAIM_TESTS)}, got {test!r}")
+    needed, margin = CLAIM_TESTS[test]
+    by_name = {c["name"]: c for c in columns}
+    column = _string(node["column"], source, f"{where}.column")
+    if column not in by_name:
+        _fail(source, f"{where}.column", f"not a column (columns: {', '.join(by_name)})")
+    if "chance" in test and by_name[column]["chance"] is None:
+        _fail(source, f"{where}.column", f"column {column} gives no chance level")
+    labels = [row["label"] for row in rows]
+    claim = {"text": _string(node["text"], source, f"{where}.text"), "test": test}
+    claim |= {"column": column, "margin": float(node.get("margin", margin))}
+    for key in ("row", "than"):
+        if key in needed:
+            if key not in node:
+                _fail(source, f"{where}.{key}", f"the test {test} needs it (a row's label)")
+            if node[key] not in labels:
+                _fail(source, f"{where}.{key}", f"not a row's label (labels: {', '.join(labels)})")
+            claim[key] = node[key]
+    if test == "peak" and any(row["x"] is None for row in rows):
+        _fail(source, f"{where}.test", "peak needs a sweep (rows with x)")
+    return claim
 
 
 def _check_figure(node: Any, names: list[str], source: str) -> dict:
@@ -213,12 +291,13 @@ def _check_figure(node: Any, names: list[str], source: str) -> dict:
         ylim = [_number(v, source, "figure.ylim") for v in ylim]
         if ylim[0] >= ylim[1]:
             _fail(source, "figure.ylim", f"low must be below high, got {ylim}")
-    ylabel = node.get("ylabel")
+    ylabel, xlabel = node.get("ylabel"), node.get("xlabel")
     return {
         "columns": columns,
         "labels": labels,
         "ylabel": None if ylabel is None else _string(ylabel, source, "figure.ylabel"),
         "ylim": ylim,
+        "xlabel": None if xlabel is None else _string(xlabel, source, "figure.xlabel"),
     }
 
 
@@ -257,6 +336,9 @@ def check_spec(raw: Any, source: str) -> dict:
             )
         if row["label"] in labels[:i]:
             _fail(source, f"rows[{i}].label", f"duplicate {row['label']!r}")
+    swept = [row["x"] is not None for row in rows]
+    if any(swept) and not all(swept):
+        _fail(source, "rows", "give x to every row (a sweep) or to none")
     note = spec.get("note", "")
     return {
         "source": source,
@@ -266,7 +348,18 @@ def check_spec(raw: Any, source: str) -> dict:
         "columns": columns,
         "rows": rows,
         "figure": _check_figure(spec.get("figure"), names, source),
+        "curves": _check_curves(spec.get("curves") or {}, names, source),
+        "claims": [
+            _check_claim(node, i, {"source": source}, columns, rows)
+            for i, node in enumerate(_list(spec.get("claims") or [], source, "claims"))
+        ],
     }
+
+
+def _list(value: Any, source: str, key: str) -> list:
+    if not isinstance(value, list):
+        _fail(source, key, f"must be a list, got {type(value).__name__}")
+    return value
 
 
 def load_spec(path: str | Path, columns: list[str] | None = None) -> dict:
@@ -422,6 +515,7 @@ def build_table(spec: dict, probes: pd.DataFrame, methods: Sequence[str]) -> pd.
             cells[column["name"]] = {
                 "method": method,
                 "label": spec_row.get("label", method),
+                **({} if spec_row.get("x") is None else {"x": spec_row["x"]}),
                 "stage": stage,
                 "column": column["name"],
                 "dataset": column.get("dataset") or "",
@@ -442,6 +536,50 @@ def build_table(spec: dict, probes: pd.DataFrame, methods: Sequence[str]) -> pd.
     if not rows:
         raise ResultsError(f"no methods given for the table of {spec['source']}")
     return pd.DataFrame(rows)
+
+
+def check_claims(table: pd.DataFrame, spec: dict) -> pd.DataFrame:
+    """Each of the spec's claims tested on ``table`` (of :func:`build_table`): claim, test,
+    evidence (the means it compared, the chance level and margin) and holds (True/False; NaN
+    where a row it reads has no runs)."""
+    chance = {c["name"]: c["chance"] for c in spec["columns"]}
+    out = []
+    for claim in spec["claims"]:
+        cells = table[table.column == claim["column"]].set_index("label")
+        means = cells["mean"].astype(float)
+        col, margin, test = claim["column"], claim["margin"], claim["test"]
+
+        def mean(label: str, means: pd.Series = means) -> float:
+            return float(means.get(label, math.nan))
+
+        holds: bool | float
+        if test in ("near_chance", "above_chance"):
+            value, level = mean(claim["row"]), chance[col]
+            gap = value - level
+            holds = bool(abs(gap) <= margin if test == "near_chance" else gap > margin)
+            evidence = f"{claim['row']}: {col} {value:.1f}, chance {level:g} (margin {margin:g})"
+        elif test == "above":
+            a, b = mean(claim["row"]), mean(claim["than"])
+            holds = bool(a - b > margin)
+            evidence = f"{col}: {claim['row']} {a:.1f} vs {claim['than']} {b:.1f}"
+            evidence += f" (margin {margin:g})" if margin else ""
+        elif test == "best":
+            best = means.idxmax() if means.notna().any() else None
+            holds = bool(best == claim["row"])
+            evidence = (
+                f"{col}: highest {best} {means.max():.1f}; {claim['row']} {mean(claim['row']):.1f}"
+            )
+        else:  # peak: the best x is inside the sweep
+            xs = cells["x"].astype(float)
+            best = float(xs[means.idxmax()]) if means.notna().any() else math.nan
+            holds = bool(xs.min() < best < xs.max())
+            shown = ", ".join(f"{x:g}: {m:.1f}" for x, m in sorted(zip(xs, means)))
+            evidence = f"{col} against x ({shown}); highest at x = {best:g}"
+        read = [mean(claim[k]) for k in ("row", "than") if k in claim]
+        if any(math.isnan(v) for v in read) or means.isna().all():
+            holds = math.nan  # a row it reads has no runs
+        out.append({"claim": claim["text"], "test": test, "evidence": evidence, "holds": holds})
+    return pd.DataFrame(out, columns=["claim", "test", "evidence", "holds"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -557,9 +695,29 @@ def write_table(table: pd.DataFrame, spec: dict, prefix: str | Path) -> list[Pat
     paths = [prefix.with_suffix(".csv"), prefix.with_suffix(".md"), prefix.with_suffix(".tex")]
     md, tex = _wide(table, spec, tex=False), _wide(table, spec, tex=True)
     write_text(paths[0], table.to_csv(index=False, float_format="%.3f"))
-    write_text(paths[1], markdown(md) + f"\n\n{note}\n")
+    write_text(paths[1], markdown(md) + f"\n\n{note}\n" + claims_markdown(table, spec))
     write_text(paths[2], f"% {note}\n" + tex.to_latex(index=False, escape=False))
     return paths
+
+
+HOLDS = {True: "yes", False: "no"}
+
+
+def claims_markdown(table: pd.DataFrame, spec: dict) -> str:
+    """The spec's claims tested on ``table`` (:func:`check_claims`) as a Markdown section; empty
+    for a spec without claims."""
+    if not spec["claims"]:
+        return ""
+    checked = check_claims(table, spec)
+    shown = pd.DataFrame(
+        {
+            "The paper's claim": checked.claim,
+            "Our numbers": checked.evidence,
+            "Shown here": [HOLDS.get(h, "undecided (no runs)") for h in checked.holds],
+        }
+    )
+    intro = f"The paper's claims ({spec['paper']}), tested on the numbers above:"
+    return f"\n{intro}\n\n{markdown(shown)}\n"
 
 
 def markdown(frame: pd.DataFrame) -> str:
@@ -672,6 +830,102 @@ def plot_subsets(table: pd.DataFrame, prefix: str | Path, scale: float = 100) ->
             ax.text(c, r, f"{v:.0f}", ha="center", va="center", fontsize=7, color=colour)
     fig.colorbar(image, ax=ax, label=f"{_joined(table.metric.unique())} x {scale:g}")
     ax.set_title(f"What each modality's features know ({seeds_summary(table.n_seeds)})", fontsize=9)
+    paths = _save(fig, Path(prefix))
+    plt.close(fig)
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------
+# Probes during training (train.snapshot_every, experiments.<name>.snapshots)
+
+PAPER_ONLY = ("paper", "paper_std", "delta", "within")  # the paper's end-of-training values
+
+
+def snapshot_table(spec: dict, paths: Iterable[str | Path], methods: Sequence[str]) -> pd.DataFrame:
+    """The table of :func:`build_table` at every snapshot epoch of the probes in ``paths``
+    (written by ``comm-repro probe --snapshot``), with its ``epoch`` and training ``step``
+    (the mean over the epoch's runs, which differ only where their datasets have other sizes);
+    without the paper's columns, which are its end-of-training values (``curves`` holds its
+    points over training)."""
+    by_epoch: dict[int, list[Path]] = {}
+    steps: dict[int, list[int]] = {}
+    for path in map(Path, paths):
+        try:
+            snapshot = json.loads(path.read_text()).get("snapshot")
+        except json.JSONDecodeError as err:
+            raise ResultsError(f"{path} is not a probe result ({err})") from None
+        if not snapshot:
+            raise ResultsError(
+                f"{path} is not the probe of a snapshot: write it with `comm-repro probe "
+                "--snapshot EPOCH`"
+            )
+        by_epoch.setdefault(int(snapshot["epoch"]), []).append(path)
+        steps.setdefault(int(snapshot["epoch"]), []).append(int(snapshot["step"]))
+    if not by_epoch:
+        raise ResultsError("no snapshot probes given")
+    frames = [
+        build_table(spec, load_probes(by_epoch[epoch]), methods)
+        .drop(columns=list(PAPER_ONLY))
+        .assign(epoch=epoch, step=round(float(np.mean(steps[epoch]))))
+        for epoch in sorted(by_epoch)
+    ]
+    return pd.concat(frames, ignore_index=True)
+
+
+def write_snapshot_table(table: pd.DataFrame, spec: dict, prefix: str | Path) -> list[Path]:
+    """``prefix``.csv (long, numeric) and .md (one row per method and snapshot, one cell per
+    spec column)."""
+    prefix = Path(prefix)
+    names = [c["name"] for c in spec["columns"]]
+    _check_columns(table, names, spec)
+    cells = table.assign(
+        cell=[
+            f"{r['mean']:.1f}" + ("" if pd.isna(r["std"]) else f" ± {r['std']:.1f}")
+            for _, r in table.iterrows()
+        ]
+    )
+    wide = cells.pivot(index=["label", "epoch", "step"], columns="column", values="cell")
+    labels = list(dict.fromkeys(table.label))
+    wide = wide.reset_index()
+    wide["label"] = pd.Categorical(wide["label"], labels, ordered=True)
+    wide = wide.sort_values(["label", "epoch"])[["label", "epoch", "step", *names]]
+    wide.columns = ["Method", "Epoch", "Step", *names]
+    note = (
+        f"{spec['title'].rstrip('.')} during training: each run's snapshots probed as its "
+        f"final model is; {seeds_summary(table.n_seeds[table.n_seeds > 0])}. "
+        f"Paper: {spec['paper'].rstrip('.')} (its points over training are in the figure)."
+    )
+    paths = [prefix.with_suffix(".csv"), prefix.with_suffix(".md")]
+    write_text(paths[0], table.to_csv(index=False, float_format="%.3f"))
+    write_text(paths[1], markdown(wide.astype(str)) + f"\n\n{note}\n")
+    return paths
+
+
+def plot_snapshots(table: pd.DataFrame, spec: dict, prefix: str | Path) -> list[Path]:
+    """One panel per figure column: each method's probe value against training steps (± std
+    over seeds) and the paper's points read off its figure (``curves``), as crosses of the
+    same colour."""
+    figure = spec["figure"]
+    by_name = {c["name"]: c for c in spec["columns"]}
+    labels = {row["method"]: row["label"] for row in spec["rows"]}
+    plt, fig, axes = _panels(spec, len(figure["columns"]))
+    for ax, name, label in zip(axes, figure["columns"], figure["labels"]):
+        for method, rows in table[table.column == name].groupby("method", sort=False):
+            colour = _lines(ax, rows, "step", labels.get(method, method))
+            points = spec["curves"].get(name, {}).get(method)
+            if points:
+                xs, ys = zip(*points)
+                ax.scatter(xs, ys, marker="x", s=18, color=colour, zorder=3)
+        ax.set_xscale("log")  # the paper's 100 epochs and a short CPU run on one axis
+        _decorate(ax, by_name[name], label, figure, "training step")
+    axes[0].set_ylabel(figure["ylabel"] or _joined(table.metric))
+    axes[-1].legend(fontsize=8, frameon=False)
+    paper = f"; crosses: paper {spec['paper']}" if spec["curves"] else ""
+    shown = table[table.column.isin(figure["columns"])]
+    fig.suptitle(
+        f"{spec['title']}\nlines: {seeds_summary(shown.n_seeds[shown.n_seeds > 0])}{paper}",
+        fontsize=10,
+    )
     paths = _save(fig, Path(prefix))
     plt.close(fig)
     return paths
@@ -810,10 +1064,12 @@ def plot_table(table: pd.DataFrame, spec: dict, prefix: str | Path) -> list[Path
     """Grouped bars (the spec's figure columns, one bar per table row) with std error bars (none
     where n = 1), the paper's values as black markers and each column's chance level, where the
     spec gives one, as a dashed line; the title gives n."""
-    plt = _pyplot()
     figure = spec["figure"]
     columns = figure["columns"]
     _check_columns(table, columns, spec)
+    if "x" in table:
+        return plot_sweep(table, spec, prefix)
+    plt = _pyplot()
     by_name = {c["name"]: c for c in spec["columns"]}
     shown = table[table.column.isin(columns)]
     bars = list(dict.fromkeys(shown.label))  # one per table row
@@ -847,6 +1103,52 @@ def plot_table(table: pd.DataFrame, spec: dict, prefix: str | Path) -> list[Path
     n_seeds = shown.n_seeds[shown.n_seeds > 0]
     ax.set_title(f"{spec['title']}\nbars: {seeds_summary(n_seeds)}; {keys}", fontsize=10)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=len(bars), frameon=False)
+    paths = _save(fig, Path(prefix))
+    plt.close(fig)
+    return paths
+
+
+def _lines(ax, frame: pd.DataFrame, x: str, label: str) -> str:
+    """One line of ``frame``'s means against ``x`` with a ± std band (none where n = 1); its
+    colour."""
+    frame = frame.sort_values(x)
+    (line,) = ax.plot(frame[x], frame["mean"], marker="o", markersize=3, label=label)
+    std = frame["std"].to_numpy(dtype=float)
+    if not np.isnan(std).all():
+        low, high = frame["mean"] - np.nan_to_num(std), frame["mean"] + np.nan_to_num(std)
+        ax.fill_between(frame[x], low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+    return line.get_color()
+
+
+def _panels(spec: dict, n: int):
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, n, figsize=(3.6 * n, 3.4), squeeze=False)
+    return plt, fig, axes[0]
+
+
+def _decorate(ax, column: dict, label: str, figure: dict, xlabel: str) -> None:
+    if column.get("chance") is not None:
+        ax.axhline(column["chance"], color="grey", linestyle="dashed", linewidth=1)
+    ax.set_title(label + (" ↓" if column.get("lower_is_better") else ""), fontsize=10)
+    ax.set_xlabel(xlabel)
+    if figure["ylim"]:
+        ax.set_ylim(*figure["ylim"])
+
+
+def plot_sweep(table: pd.DataFrame, spec: dict, prefix: str | Path) -> list[Path]:
+    """A sweep (rows with ``x``): one panel per figure column, the value against x, one line
+    per method; ± std bands, chance dashed."""
+    figure = spec["figure"]
+    by_name = {c["name"]: c for c in spec["columns"]}
+    plt, fig, axes = _panels(spec, len(figure["columns"]))
+    for ax, name, label in zip(axes, figure["columns"], figure["labels"]):
+        for method, rows in table[table.column == name].groupby("method", sort=False):
+            _lines(ax, rows, "x", method)
+        _decorate(ax, by_name[name], label, figure, figure["xlabel"] or "x")
+    axes[0].set_ylabel(figure["ylabel"] or _joined(table.metric))
+    axes[-1].legend(fontsize=8, frameon=False)
+    shown = table[table.column.isin(figure["columns"])]
+    fig.suptitle(f"{spec['title']}\n{seeds_summary(shown.n_seeds[shown.n_seeds > 0])}", fontsize=10)
     paths = _save(fig, Path(prefix))
     plt.close(fig)
     return paths

@@ -39,6 +39,7 @@ import torch
 from tqdm.auto import tqdm
 
 from comm_repro.atomic import atomic_path
+from comm_repro.config import snapshot_epochs
 from comm_repro.data.paired import PairedBank, hash_tensor
 from comm_repro.errors import CheckpointError, TrainingInterrupted, UserError
 from comm_repro.methods.base import NonFiniteLoss
@@ -48,6 +49,7 @@ RUN_RECORD = "run.json"  # a run's resolved settings and compute, written before
 CHECKPOINT = "checkpoint.pt"
 MODEL = "model.pt"
 LOG = "train_log.csv"
+SNAPSHOTS = "snapshots"  # the model every train.snapshot_every epochs, for probing in training
 
 
 # Settings that say where and how fast a run computes, not what it learns.
@@ -288,6 +290,30 @@ def _load_checkpoint(
     return None
 
 
+def snapshot_path(run_dir: str | Path, epoch: int) -> Path:
+    return Path(run_dir) / SNAPSHOTS / f"epoch{int(epoch):04d}.pt"
+
+
+def _drop_snapshots_after(run_dir: Path, epoch: int) -> None:
+    """Snapshots past ``epoch`` belong to an earlier training (other settings, or a run the
+    checkpoint no longer reaches): this one writes its own."""
+    for path in sorted((run_dir / SNAPSHOTS).glob("epoch*.pt")):
+        if path.stem[5:].isdigit() and int(path.stem[5:]) > epoch:
+            path.unlink()
+
+
+def _model_record(method: torch.nn.Module, run_cfg: dict[str, Any], precision: str) -> dict:
+    """What model.pt and each snapshot hold: the probed weights and how they were made."""
+    # A method may probe with part of what it trains (fine-tuning drops its loss head).
+    probed = getattr(method, "probed_model", method)
+    return {
+        "model": probed.state_dict(),
+        "config": run_cfg,
+        "precision": precision,
+        "cpu": cpu_info(),
+    }
+
+
 def pretrain(
     method: torch.nn.Module,
     data: PairedBank,
@@ -298,9 +324,10 @@ def pretrain(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train ``method`` on ``data`` on ``device`` in ``precision`` (see ``resolve_compute``);
-    resumable. Writes ``checkpoint.pt`` each epoch, then ``train_log.csv`` and ``model.pt``
+    resumable. Writes ``checkpoint.pt`` each epoch (and ``snapshots/epochNNNN.pt`` after each
+    epoch of :func:`comm_repro.config.snapshot_epochs`), then ``train_log.csv`` and ``model.pt``
     (also when the checkpoint was already at the last epoch). Returns a summary (epochs, wall
-    time, last row, device, precision, fingerprint)."""
+    time, last row, device, precision, fingerprint, snapshot epochs)."""
     train = run_cfg["train"]
     epochs, batch_size = int(train["epochs"]), int(train["batch_size"])
     # A method whose every parameter is frozen (public weights) has nothing to train.
@@ -352,6 +379,8 @@ def pretrain(
         _say(f"{out_dir}: the method's parameters are all frozen; nothing to train")
 
     steps = len(data) // batch_size  # drop the ragged batch: BatchNorm and InfoNCE want B >= 2
+    snapshots = snapshot_epochs(train) if trainable else []
+    _drop_snapshots_after(out_dir, start_epoch)
     started = time.perf_counter()
     epoch, saved = start_epoch, start_epoch
     try:
@@ -360,6 +389,11 @@ def pretrain(
                 method, optimizers, data, run_cfg, epoch, steps, device, precision, progress
             )
             history.append(row)
+            if epoch + 1 in snapshots:  # before the checkpoint: a resumed run has it already
+                snapshot = snapshot_path(out_dir, epoch + 1)
+                snapshot.parent.mkdir(exist_ok=True)
+                record = _model_record(method, run_cfg, precision)
+                save_atomic({**record, "epoch": epoch + 1, "step": (epoch + 1) * steps}, snapshot)
             save_atomic(
                 {
                     "model": method.state_dict(),
@@ -388,17 +422,7 @@ def pretrain(
         ) from None
 
     write_log(history, out_dir / LOG)
-    # A method may probe with part of what it trains (fine-tuning drops its loss head).
-    probed = getattr(method, "probed_model", method)
-    save_atomic(
-        {
-            "model": probed.state_dict(),
-            "config": run_cfg,
-            "precision": precision,
-            "cpu": cpu_info(),
-        },
-        out_dir / MODEL,
-    )
+    save_atomic(_model_record(method, run_cfg, precision), out_dir / MODEL)
     return {
         "epochs": epochs,
         "steps_per_epoch": steps,
@@ -409,6 +433,7 @@ def pretrain(
         "device": str(device),
         "precision": precision,
         "fingerprint": run_fingerprint,
+        "snapshots": snapshots,
     }
 
 

@@ -20,6 +20,7 @@ wildcard_constraints:
     experiment=_alternatives(config.get("experiments") or {"none": None}),
     complexity=_alternatives(config.get("complexity") or {"none": None}),
     seed=r"\d+",
+    epoch=r"\d+",
 
 
 def check_config():
@@ -241,6 +242,24 @@ def experiment_probes(name):
     ]
 
 
+def snapshot_probes(name):
+    """The probes of every snapshot of the experiment's pretrained runs (snapshot_every)."""
+    probes = []
+    for dataset, method, seed, stage in settings.experiment_results(config, name):
+        run = settings.run_config(config, dataset, method, seed)
+        probes += [
+            f"{RESULTS}/runs/{dataset}/{method}/seed{seed}/snapshot_probes/epoch{epoch:04d}.json"
+            for epoch in settings.snapshot_epochs(run["train"])
+            if stage == "pretrain"
+        ]
+    return probes
+
+
+def snapshot_argument(wildcards):
+    """`--snapshot EPOCH` for the probe of a snapshot, nothing for a run's final model."""
+    return f"--snapshot {int(wildcards.epoch)}" if "epoch" in wildcards.keys() else ""
+
+
 def experiment_spec(wildcards):
     return str(
         settings.table_spec_path(config["experiments"][wildcards.experiment]["table"])
@@ -251,6 +270,17 @@ def reported_experiments():
     return [e for e in experiments() if config["experiments"][e].get("report")]
 
 
+def experiment_extras(name):
+    """The experiment's tables and figures beyond its table: what each modality's features
+    know (subsets), its columns during training (snapshot_every)."""
+    exp, extras = config["experiments"][name], []
+    for key, stem in (("subsets", "subsets"), ("snapshot_every", "snapshots")):
+        if exp.get(key):
+            extras += multiext(f"{RESULTS}/tables/{name}_{stem}", ".csv", ".md")
+            extras += multiext(f"{RESULTS}/figures/{name}_{stem}", ".png", ".pdf")
+    return extras
+
+
 def all_targets():
     targets = []
     for name in experiments():
@@ -258,10 +288,7 @@ def all_targets():
         targets += multiext(f"{RESULTS}/tables/{name}", ".csv", ".md", ".tex")
         targets += multiext(f"{RESULTS}/figures/{name}", ".png", ".pdf")
         targets += multiext(f"{RESULTS}/figures/training_curves_{name}", ".png", ".pdf")
-    for name in experiments():
-        if config["experiments"][name].get("subsets"):
-            targets += multiext(f"{RESULTS}/tables/{name}_subsets", ".csv", ".md")
-            targets += multiext(f"{RESULTS}/figures/{name}_subsets", ".png", ".pdf")
+        targets += experiment_extras(name)
     for name in config.get("complexity") or {}:
         targets += multiext(f"{RESULTS}/tables/{name}", ".csv", ".md")
     for name in reported_experiments():

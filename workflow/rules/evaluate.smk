@@ -65,11 +65,12 @@ rule probe:
         data=lambda wildcards: data_dir(wildcards.dataset),
         run=lambda wildcards, input: Path(input.model).parent,
         features=feature_arguments,
+        snapshot=snapshot_argument,
         gpu=gpu_lock_args("probe"),
     shell:
         "comm-repro probe --run {params.run} --settings {input.settings} --data {params.data} "
-        "{params.features} --out {output} --threads {threads} {params.gpu} --quiet "
-        "--exit-with-parent > {log} 2>&1"
+        "{params.features} {params.snapshot} --out {output} --threads {threads} {params.gpu} "
+        "--quiet --exit-with-parent > {log} 2>&1"
 
 
 # The same probe on a fine-tuned copy (the probe settings are the run's).
@@ -86,3 +87,14 @@ use rule probe as probe_finetuned with:
         f"{RESULTS}/logs/probe/{{dataset}}/{{method}}/seed{{seed}}_finetune.log",
     benchmark:
         f"{RESULTS}/benchmarks/probe/{{dataset}}/{{method}}/seed{{seed}}_finetune.tsv"
+
+
+# The same probe on a snapshot the run kept during training (train.snapshot_every): the
+# trainer writes snapshots/epochNNNN.pt before model.pt, so a finished run has them all.
+use rule probe as probe_snapshot with:
+    output:
+        f"{RUN}/snapshot_probes/epoch{{epoch}}.json",
+    log:
+        f"{RESULTS}/logs/probe/{{dataset}}/{{method}}/seed{{seed}}_epoch{{epoch}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/probe/{{dataset}}/{{method}}/seed{{seed}}_epoch{{epoch}}.tsv"

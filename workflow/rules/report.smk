@@ -43,6 +43,30 @@ rule subsets:
         "> {log} 2>&1"
 
 
+# The table's columns during training (experiments.<name>.snapshot_every): paper Fig. 5
+rule snapshots:
+    input:
+        spec=experiment_spec,
+        probes=lambda wildcards: snapshot_probes(wildcards.experiment),
+    output:
+        multiext(f"{RESULTS}/tables/{{experiment}}_snapshots", ".csv", ".md"),
+        multiext(f"{RESULTS}/figures/{{experiment}}_snapshots", ".png", ".pdf"),
+    log:
+        f"{RESULTS}/logs/report/snapshots_{{experiment}}.log",
+    localrule: True
+    conda:
+        "../envs/comm.yaml"
+    params:
+        methods=lambda wildcards: config["experiments"][wildcards.experiment]["methods"],
+        columns=column_arguments,
+        prefix=lambda wildcards: f"{RESULTS}/tables/{wildcards.experiment}_snapshots",
+        figure=lambda wildcards: f"{RESULTS}/figures/{wildcards.experiment}_snapshots",
+    shell:
+        "comm-repro snapshots --spec {input.spec} --probes {input.probes} "
+        "--methods {params.methods} {params.columns} --out {params.prefix} "
+        "--figure {params.figure} > {log} 2>&1"
+
+
 rule figure_table:
     input:
         spec=experiment_spec,
@@ -88,6 +112,7 @@ rule report_notebook:
             f"{RESULTS}/figures/training_curves_{{experiment}}.png",
         ],
         probes=lambda wildcards: experiment_probes(wildcards.experiment),
+        extras=lambda wildcards: experiment_extras(wildcards.experiment),
         data=lambda wildcards: data_files(experiment_datasets(wildcards.experiment)[0]),
     output:
         f"{RESULTS}/reports/{{experiment}}.ipynb",
