@@ -538,6 +538,11 @@ def build_table(spec: dict, probes: pd.DataFrame, methods: Sequence[str]) -> pd.
     return pd.DataFrame(rows)
 
 
+def _row_mean(means: pd.Series, label: str) -> float:
+    """A table row's mean (by label) in one column; NaN where the row is not in the table."""
+    return float(means.get(label, math.nan))
+
+
 def check_claims(table: pd.DataFrame, spec: dict) -> pd.DataFrame:
     """Each of the spec's claims tested on ``table`` (of :func:`build_table`): claim, test,
     evidence (the means it compared, the chance level and margin) and holds (True/False; NaN
@@ -549,33 +554,29 @@ def check_claims(table: pd.DataFrame, spec: dict) -> pd.DataFrame:
         means = cells["mean"].astype(float)
         col, margin, test = claim["column"], claim["margin"], claim["test"]
 
-        def mean(label: str, means: pd.Series = means) -> float:
-            return float(means.get(label, math.nan))
-
         holds: bool | float
         if test in ("near_chance", "above_chance"):
-            value, level = mean(claim["row"]), chance[col]
+            value, level = _row_mean(means, claim["row"]), chance[col]
             gap = value - level
             holds = bool(abs(gap) <= margin if test == "near_chance" else gap > margin)
             evidence = f"{claim['row']}: {col} {value:.1f}, chance {level:g} (margin {margin:g})"
         elif test == "above":
-            a, b = mean(claim["row"]), mean(claim["than"])
+            a, b = _row_mean(means, claim["row"]), _row_mean(means, claim["than"])
             holds = bool(a - b > margin)
             evidence = f"{col}: {claim['row']} {a:.1f} vs {claim['than']} {b:.1f}"
             evidence += f" (margin {margin:g})" if margin else ""
         elif test == "best":
             best = means.idxmax() if means.notna().any() else None
             holds = bool(best == claim["row"])
-            evidence = (
-                f"{col}: highest {best} {means.max():.1f}; {claim['row']} {mean(claim['row']):.1f}"
-            )
+            own = _row_mean(means, claim["row"])
+            evidence = f"{col}: highest {best} {means.max():.1f}; {claim['row']} {own:.1f}"
         else:  # peak: the best x is inside the sweep
             xs = cells["x"].astype(float)
             best = float(xs[means.idxmax()]) if means.notna().any() else math.nan
             holds = bool(xs.min() < best < xs.max())
             shown = ", ".join(f"{x:g}: {m:.1f}" for x, m in sorted(zip(xs, means)))
             evidence = f"{col} against x ({shown}); highest at x = {best:g}"
-        read = [mean(claim[k]) for k in ("row", "than") if k in claim]
+        read = [_row_mean(means, claim[k]) for k in ("row", "than") if k in claim]
         if any(math.isnan(v) for v in read) or means.isna().all():
             holds = math.nan  # a row it reads has no runs
         out.append({"claim": claim["text"], "test": test, "evidence": evidence, "holds": holds})
@@ -908,7 +909,7 @@ def plot_snapshots(table: pd.DataFrame, spec: dict, prefix: str | Path) -> list[
     figure = spec["figure"]
     by_name = {c["name"]: c for c in spec["columns"]}
     labels = {row["method"]: row["label"] for row in spec["rows"]}
-    plt, fig, axes = _panels(spec, len(figure["columns"]))
+    plt, fig, axes = _panels(len(figure["columns"]))
     for ax, name, label in zip(axes, figure["columns"], figure["labels"]):
         for method, rows in table[table.column == name].groupby("method", sort=False):
             colour = _lines(ax, rows, "step", labels.get(method, method))
@@ -1120,7 +1121,7 @@ def _lines(ax, frame: pd.DataFrame, x: str, label: str) -> str:
     return line.get_color()
 
 
-def _panels(spec: dict, n: int):
+def _panels(n: int):
     plt = _pyplot()
     fig, axes = plt.subplots(1, n, figsize=(3.6 * n, 3.4), squeeze=False)
     return plt, fig, axes[0]
@@ -1140,7 +1141,7 @@ def plot_sweep(table: pd.DataFrame, spec: dict, prefix: str | Path) -> list[Path
     per method; ± std bands, chance dashed."""
     figure = spec["figure"]
     by_name = {c["name"]: c for c in spec["columns"]}
-    plt, fig, axes = _panels(spec, len(figure["columns"]))
+    plt, fig, axes = _panels(len(figure["columns"]))
     for ax, name, label in zip(axes, figure["columns"], figure["labels"]):
         for method, rows in table[table.column == name].groupby("method", sort=False):
             _lines(ax, rows, "x", method)
