@@ -219,3 +219,50 @@ def test_every_row_of_table1_runs_on_fixture_data(tmp_path):
         assert "club_learning_loss" in log[0]  # the critics' own step ran
     probe = json.loads((results / "runs" / "mosi" / "supcon" / "seed0" / "probe.json").read_text())
     assert 0.0 <= probe["tasks"]["label"]["balanced_accuracy"] <= 1.0
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore")
+def test_fig6_runs_every_time_series_augmentation_on_fixture_data(tmp_path):
+    """Fig. 6 on fixture files: three of its rows on all four columns (MIMIC: one time series
+    beside static features; the affect datasets: two time-aligned ones), to the table with the
+    paper's claim and the ablations report; every row on MOSI (an experiment of its column)."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    cfg = affect_study(raw)
+    paper = load(REPO / "config/paper.yaml")
+    cfg["datasets"] = {name: cfg["datasets"][name] for name in ("mimic", *CORPORA)}
+    fig6 = {**paper["experiments"]["fig6_timeseries"], "seeds": [0]}
+    cfg["methods"].update({m: paper["methods"][m] for m in fig6["methods"]})
+    cfg["experiments"] = {
+        "fig6_timeseries": {**fig6, "methods": ["comm_ts_noise", "comm_ts_multi_crop", "comm"]},
+        "fig6_mosi": {**fig6, "columns": ["MOSI"]},
+    }
+    config = write_config(tmp_path, cfg, "fig6.yaml")
+    workdir = workdir_for(tmp_path / "wd")
+    snakemake(workdir, "--cores", "2", "--configfile", config, "--replace-workflow-config")
+    results = workdir / "results"
+    table = (results / "tables" / "fig6_timeseries.md").read_text()
+    lines = table.split("\n\n")[0].splitlines()  # the table, before its note and claims
+    assert lines[0].startswith("| Method | MIMIC | MOSI | UR-FUNNY | MUsTARD | Avg |")
+    labels = [line.split(" | ")[0].strip("| ") for line in lines[2:]]
+    assert labels == ["noise", "multi-crop", "drop + noise (CoMM)"]
+    claim = "noise + drop is the best time-series augmentation overall"
+    assert claim in table
+    html = (results / "reports" / "fig6_timeseries.html").read_text()
+    assert "data:image/png;base64" in html and claim in html
+    mosi = (results / "tables" / "fig6_mosi.md").read_text()
+    labels = [line.split(" | ")[0].strip("| ") for line in mosi.split("\n\n")[0].splitlines()[2:]]
+    assert len(labels) == 10 and labels[3:5] == ["multi-drop", "multi-crop"]
+    assert claim not in mosi  # no average without the other columns
+    for dataset in ("mimic", "mosi", "sarcasm"):
+        run = json.loads(
+            (results / "runs" / dataset / "comm_ts_multi_crop" / "seed0" / "run.json").read_text()
+        )
+        modalities = run["dataset"]["modalities"]
+        views = [m["augment"]["strong"] for m in modalities if m["kind"] == "sequence"]
+        assert views and all(v["crop_aligned"] and v["crop_p"] == 0.5 for v in views)
+        assert all(v["drop_p"] == 0.0 == v["noise_p"] for v in views)
+    mimic = results / "runs" / "mimic" / "comm_ts_multi_crop" / "seed0" / "run.json"
+    static = json.loads(mimic.read_text())["dataset"]["modalities"][0]
+    assert static["kind"] == "tabular" and static["augment"]["strong"]["noise_p"] == 0.5

@@ -110,3 +110,13 @@ def test_features_of_other_settings_or_data_are_refused(prepared, tmp_path):
     manifest.write_text(manifest.read_text().replace('"wall_s"', '"wall_s_"'))
     with pytest.raises(DataError, match="another copy"):
         features.use_features(data, run, folder, copied)
+    # a damaged features file is named, with the command that computes it again
+    data = family("mmimdb").probe_data(prepared, run["dataset"], run["probe"])
+    tokens = folder / "valid" / "tokens.npy"
+    tokens.write_bytes(tokens.read_bytes()[:-64])
+    with pytest.raises(DataError, match=r"tokens.npy is unreadable.*comm-repro features"):
+        features.use_features(data, run, folder, prepared)
+    (folder / "valid" / "mask.npy").unlink()
+    tokens.unlink()
+    with pytest.raises(DataError, match=r"tokens.npy is missing.*comm-repro features"):
+        features.use_features(data, run, folder, prepared)

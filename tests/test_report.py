@@ -1041,6 +1041,19 @@ def test_the_papers_claims_are_tested_on_the_table(tmp_path):
     assert report.check_claims(table, spec).holds.isna().all()
 
 
+def test_a_part_of_a_table_keeps_the_claims_on_its_columns():
+    fig6 = ROOT / "config" / "tables" / "fig6_timeseries.yaml"
+    claim = "noise + drop is the best time-series augmentation overall"
+    assert [c["text"] for c in report.load_spec(fig6)["claims"]] == [claim]
+    # without MIMIC there is no average of the four columns to test it on
+    part = report.load_spec(fig6, AFFECT)
+    assert [c["name"] for c in part["columns"]] == AFFECT and part["claims"] == []
+    # a part of a spec with paper curves keeps its columns' curves
+    fig5 = report.load_spec(ROOT / "config" / "tables" / "fig5_loss.yaml", ["S"])
+    assert set(fig5["curves"]) == {"S"}
+    assert [c["column"] for c in fig5["claims"]] == ["S", "S"]
+
+
 def test_a_sweep_is_drawn_against_x_and_its_peak_tested(tmp_path, monkeypatch):
     rows, probes = [], []
     for x, synergy in ((0.2, 0.55), (0.5, 0.70), (0.8, 0.60)):

@@ -1,5 +1,5 @@
-"""Drop + noise augmentation of padded sequence batches: padding untouched, drop fractions per
-modality, noise scale, determinism."""
+"""Time-series augmentation of padded sequence batches: padding untouched, drop fractions per
+modality, noise scale, determinism; Fig. 6's crop windows, multi-crop and multi-drop."""
 
 from __future__ import annotations
 
@@ -121,3 +121,89 @@ def test_masks_may_be_omitted_and_shapes_are_checked():
         SequenceAugment()([x], [torch.ones(8, 4, dtype=torch.bool)])
     with pytest.raises(ValueError, match="drop_frac"):
         SequenceAugment(drop_frac=(0.5, 0.2))
+
+
+def _left_padded(b: int = 256, t: int = 30, features=(3, 2), seed: int = 0):
+    """As _batch, with the padding in front (the MultiBench affect arrays' layout)."""
+    xs, masks = _batch(b, t, features, seed)
+    return [x.flip(1) for x in xs], [m.flip(1) for m in masks]
+
+
+def _kept_window(zeroed: torch.Tensor, mask: torch.Tensor) -> list[list[int]]:
+    """Per sample, the positions (among its real steps) left unzeroed."""
+    out = []
+    for z, m in zip(zeroed, mask):
+        out.append([i for i, lost in enumerate(z[m].tolist()) if not lost])
+    return out
+
+
+def test_crop_keeps_one_window_of_the_drawn_size_per_modality():
+    xs, masks = _left_padded(b=2000, t=40)
+    aug = SequenceAugment(drop_p=0.0, noise_p=0.0, crop_p=1.0, crop_size=(0.25, 0.75))
+    p = aug.sample(xs, masks, _gen(3))
+    out = aug.apply(xs, masks, p)
+    n_real = masks[0].sum(1)
+    starts, windows = [], []
+    for m, (x, y, mask) in enumerate(zip(xs, out, masks)):
+        zeroed = _zeroed(x, y)
+        assert torch.equal(zeroed, p.cropped[m]) and torch.all(y[~mask] == 0)
+        for kept, n in zip(_kept_window(zeroed, mask), n_real.tolist()):
+            if kept:  # consecutive real steps, about the drawn share of them
+                assert kept == list(range(kept[0], kept[0] + len(kept)))
+                assert round(0.25 * n) - 1 <= len(kept) <= round(0.75 * n) + 1
+                if n >= 20:
+                    starts.append(kept[0] / (n - len(kept) + 1))
+                    windows.append(kept[-1] == n - 1)
+    # every start is possible, the last window too (the authors' randint never draws it)
+    assert 0.4 < sum(starts) / len(starts) < 0.6 and any(windows)
+    # unaligned: the two modalities keep different windows
+    assert not torch.equal(p.cropped[0], p.cropped[1])
+
+
+def test_multi_crop_and_multi_drop_keep_the_same_moments_in_every_modality():
+    xs, masks = _left_padded(b=500, t=30)
+    for aug in (
+        SequenceAugment(drop_p=0.0, noise_p=0.0, crop_p=1.0, crop_aligned=True),
+        SequenceAugment(drop_p=1.0, noise_p=0.0, drop_aligned=True),
+    ):
+        out = aug(xs, masks, _gen(4))
+        zeroed = [_zeroed(x, y) for x, y in zip(xs, out)]
+        assert zeroed[0].any() and torch.equal(zeroed[0], zeroed[1])
+
+
+def test_aligned_ops_follow_each_modalitys_own_real_steps():
+    # modality 2 has real steps at other time indices: aligned means the same positions along
+    # the real steps (its n-th real step goes with the first modality's n-th)
+    xs, masks = _batch(b=300, t=20, features=(2, 2))
+    xs[1], masks[1] = xs[1].flip(1), masks[1].flip(1)
+    aug = SequenceAugment(drop_p=1.0, noise_p=0.0, drop_aligned=True)
+    p = aug.sample(xs, masks, _gen(5))
+    first = [d[m] for d, m in zip(p.dropped[0], masks[0])]
+    second = [d[m].flip(0) for d, m in zip(p.dropped[1].flip(1), masks[1].flip(1))]
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
+
+
+def test_without_crop_the_drop_and_noise_draws_are_unchanged():
+    xs, masks = _batch()
+    default = SequenceAugment()(xs, masks, _gen(6))
+    with_crop_settings = SequenceAugment(crop_size=(0.5, 0.9), crop_aligned=True)(
+        xs, masks, _gen(6)
+    )
+    assert all(torch.equal(a, b) for a, b in zip(default, with_crop_settings))
+
+
+def test_crop_then_drop_then_noise():
+    xs, masks = _batch(b=200, t=30)
+    aug = SequenceAugment(drop_p=1.0, noise_p=1.0, noise_std=0.5, crop_p=1.0)
+    p = aug.sample(xs, masks, _gen(7))
+    (y, _) = aug.apply(xs, masks, p)
+    zeroed = p.cropped[0] | p.dropped[0]
+    noise = 0.5 * p.noise_values[0]
+    # every zeroed real step carries the noise alone; the others their value plus the noise
+    assert torch.allclose(y[zeroed], noise[zeroed])
+    kept = masks[0] & ~zeroed
+    assert torch.allclose(y[kept], xs[0][kept] + noise[kept])
+    assert not SequenceAugment(drop_p=0.0, noise_p=0.0).active
+    assert SequenceAugment(drop_p=0.0, noise_p=0.0, crop_p=0.1).active
+    with pytest.raises(ValueError, match="crop_size"):
+        SequenceAugment(crop_size=(0.9, 0.1))

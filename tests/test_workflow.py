@@ -174,7 +174,9 @@ def test_paper_protocol_plans_every_table_with_five_seeds(tmp_path):
     ablations = 5 * 2 * (1 + 3 + 3 + 2 + 4)
     # Fig. 7 on MM-IMDb: CoMM at five poster crop and five plot mask strengths
     sweeps = 5 * (5 + 5)
-    runs = fig4 + table1 + table3 + table2 + ablations + sweeps
+    # Fig. 6: CoMM with 9 other time-series views than its own on MIMIC and the affect datasets
+    fig6 = 5 * 9 * 4
+    runs = fig4 + table1 + table3 + table2 + ablations + sweeps + fig6
     finetuned = 5 * (5 + 2)  # CoMM fine-tuned: seeds x (Table 1's datasets, Table 2's two)
     for rule in ("pretrain", "probe", "run_settings", "probe_settings"):
         assert jobs[rule] == runs, rule
@@ -187,7 +189,7 @@ def test_paper_protocol_plans_every_table_with_five_seeds(tmp_path):
     # Table 8: the four models measured once each, then the table
     assert jobs["complexity"] == 4 and jobs["complexity_table"] == 1
     ablation_tables = ("table4_fusion", "table5_augment", "table7_encoder", "fig5_loss")
-    ablation_tables += ("fig7_crop", "fig7_mmimdb_crop", "fig7_mmimdb_mask")
+    ablation_tables += ("fig6_timeseries", "fig7_crop", "fig7_mmimdb_crop", "fig7_mmimdb_mask")
     reported = ("fig4_trifeatures", "table1", "table1_affect", "table3", "table2", *ablation_tables)
     tables = reported
     for rule in ("table", "figure_table", "figure_training_curves"):
@@ -246,11 +248,14 @@ def test_paper_protocol_plans_every_table_with_five_seeds(tmp_path):
             ("trifeatures_synergy", "factorcl"),
             ("vision_touch", "factorcl_sup"),
             ("sarcasm", "supcon"),
+            ("mimic", "comm_ts_crop"),
+            ("humor", "comm_ts_multi_drop_noise"),
         ):
             assert f"results/runs/{dataset}/{method}/seed{seed}/probe.json" in result.stdout
         for dataset in ("vision_touch", "mimic", "mosi", "humor", "sarcasm"):
             assert f"results/runs/{dataset}/comm/seed{seed}/finetune/probe.json" in result.stdout
     assert "results/runs/vision_touch_tri/cross/" not in result.stdout  # no such row
+    assert "results/runs/humor_tri/comm_ts_noise/" not in result.stdout  # Fig. 6: bimodal
     assert "results/runs/vision_touch/supcon/" not in result.stdout  # a dash in Table 1
     assert "comm-repro prepare sarcasm" in result.stdout
     assert "comm-repro prepare mimic --option stats=all task=7" in result.stdout

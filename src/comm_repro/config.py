@@ -483,8 +483,10 @@ def row_datasets(spec: dict[str, Any], row: dict[str, Any]) -> dict[str, str | N
 
 def select_columns(spec: dict[str, Any], names: list[str] | None) -> dict[str, Any]:
     """A table spec (as read, or checked) cut to the columns ``names`` (all when None), its
-    rows' paper values and datasets and its figure's columns with them: an experiment may show
-    part of a paper table (``experiments.<name>.columns``), e.g. the datasets a user has."""
+    rows' paper values and datasets, its figure's columns, its paper curves and the claims it
+    tests with them: an experiment may show part of a paper table
+    (``experiments.<name>.columns``), e.g. the datasets a user has; a claim on a column left out
+    cannot be tested on that part."""
     if names is None:
         return spec
     known = [c["name"] for c in spec.get("columns") or []]
@@ -503,6 +505,13 @@ def select_columns(spec: dict[str, Any], names: list[str] | None) -> dict[str, A
             for row in spec.get("rows") or []
         ],
     }
+    if "curves" in spec:
+        out["curves"] = kept(spec["curves"])
+    if "claims" in spec:
+        cut = set(known) - set(names)
+        out["claims"] = [
+            c for c in spec["claims"] or [] if not (isinstance(c, dict) and c.get("column") in cut)
+        ]
     figure = spec.get("figure") or {}
     if figure.get("columns") or figure.get("labels"):
         shown = figure.get("columns") or known

@@ -134,15 +134,10 @@ def use_features(data: ProbeData, run_cfg: dict[str, Any], folder: Path, data_di
             continue
         if split not in splits or splits[split]["count"] != len(bank.banks[m]):
             raise DataError(f"{folder} has no {split} split of {len(bank.banks[m])} rows; {hint}")
-        arrays = {}
-        for key in splits[split]["shapes"]:
-            path = prepared.npy_path(folder, split, key)
-            try:
-                arrays[key] = np.load(path, mmap_mode="c", allow_pickle=False)
-            except (OSError, ValueError) as err:
-                raise DataError(f"{path} is unreadable ({describe(err)}); {hint}") from None
-            if list(arrays[key].shape) != splits[split]["shapes"][key]:
-                raise DataError(f"{path} is not of the shape its manifest says; {hint}")
+        # shape and dtype checked; not hashed: a probe job reads gigabytes of them on MM-IMDb
+        arrays = prepared.load_npy_arrays(
+            folder, split, list(splits[split]["shapes"]), verify=False, hint=hint
+        )
         bank.banks[m] = torch.from_numpy(arrays["tokens"])
         bank.masks[m] = torch.from_numpy(arrays["mask"]) if "mask" in arrays else None
     data.encoded = data.encoded | {m}

@@ -2,13 +2,13 @@
 (deterministic) input, per modality by its kind, on the batch's device.
 
 Images are augmented modality by modality (``comm_repro.augment``); the sequence modalities of
-a sample are augmented together, as the authors' "drop + noise" decides drop and noise once per
-sample for all of them (``comm_repro.sequence_augment``); a tabular modality (a vector per
-sample) gets its own noise, decided per sample, as the authors' "noise" on MIMIC's static
-features (the same noise applied to the vector as one step). Text (token ids) has no views of its
-own: its encoder masks tokens in training (the authors' text augmentation), and which of a
-sample's texts a batch holds is drawn with the batch (``PairedBank.gather``), so both views of
-a sample read the same text.
+a sample are augmented together, as the authors' "drop + noise" (and Fig. 6's crop) decides
+each op once per sample for all of them (``comm_repro.sequence_augment``); a tabular modality
+(a vector per sample) gets its own noise, decided per sample, as the authors' "noise" on
+MIMIC's static features (the same noise applied to the vector as one step). Text (token ids)
+has no views of its own: its encoder masks tokens in training (the authors' text
+augmentation), and which of a sample's texts a batch holds is drawn with the batch
+(``PairedBank.gather``), so both views of a sample read the same text.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ class Views:
 
 
 def _sequence_augment(settings: dict[str, Any]) -> SequenceAugment | None:
-    """The drop + noise augmentation of ``settings``; None (the inputs as they are) when it
-    would never apply."""
+    """The crop, drop and noise augmentation of ``settings``; None (the inputs as they are)
+    when it would never apply."""
     aug = SequenceAugment(**settings)
-    return None if aug.drop_p == 0 and aug.noise_p == 0 else aug
+    return aug if aug.active else None

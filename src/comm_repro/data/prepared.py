@@ -210,19 +210,23 @@ def npy_data_sha256(path: str | Path, offset: int, nbytes: int) -> str:
 
 
 def load_npy_arrays(
-    data_dir: str | Path, split: str, names: Sequence[str], verify: bool = True
+    data_dir: str | Path,
+    split: str,
+    names: Sequence[str],
+    verify: bool = True,
+    hint: str | None = None,
 ) -> dict[str, np.ndarray]:
-    """The arrays ``names`` of a prepared split in the ``{split}/{array}.npy`` layout,
-    memory-mapped copy-on-write (``mmap_mode="c"``: writable, so ``torch.from_numpy`` takes
-    them without a copy, and nothing is ever written back). Each is checked against the
-    manifest (shape and dtype always, sha256 of the file's data, read in chunks, unless
-    ``verify`` is False). A missing,
-    truncated or altered file raises DataError naming it and the command that prepares the
-    set again."""
+    """The arrays ``names`` of a split in the ``{split}/{array}.npy`` layout (a prepared set,
+    or stored probe features), memory-mapped copy-on-write (``mmap_mode="c"``: writable, so
+    ``torch.from_numpy`` takes them without a copy, and nothing is ever written back). Each is
+    checked against ``manifest.json`` (shape and dtype always, sha256 of the file's data, read
+    in chunks, unless ``verify`` is False). A missing, truncated or altered file raises
+    DataError naming it and ``hint`` (default: the command that prepares the set again)."""
     data_dir = Path(data_dir)
     manifest_path = data_dir / "manifest.json"
     manifest = read_manifest(data_dir)
-    hint = f"prepare it again: `comm-repro prepare {manifest.get('dataset')} --out {data_dir}`"
+    if hint is None:
+        hint = f"prepare it again: `comm-repro prepare {manifest.get('dataset')} --out {data_dir}`"
     try:
         expected = manifest["splits"][split]
         digests, shapes, dtypes = expected["sha256"], expected["shapes"], expected["dtypes"]
