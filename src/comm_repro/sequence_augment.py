@@ -220,9 +220,9 @@ def _aligned(first: torch.Tensor, positions: list[torch.Tensor]) -> list[torch.T
     b, t0 = first.shape
     by_position = torch.zeros(b, t0 + 1, dtype=torch.bool, device=first.device)
     p0 = positions[0]
-    # padded steps (-1) and any position past the first modality's land in the spare last slot
+    # padded steps (-1) write False to a spare last slot, which any position past the first
+    # modality's then reads
     by_position.scatter_(1, torch.where(p0 >= 0, p0, t0), first & (p0 >= 0))
-    by_position[:, t0] = False
     return [
         by_position.gather(1, torch.where((p >= 0) & (p < t0), p, t0)) & (p >= 0) for p in positions
     ]
