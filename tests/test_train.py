@@ -430,6 +430,33 @@ def test_snapshots_are_the_model_after_every_kth_epoch_and_stale_ones_go(tmp_pat
     assert sorted(p.name for p in (tmp_path / "snapshots").iterdir()) == ["epoch0003.pt"]
 
 
+def test_a_kept_checkpoint_keeps_its_snapshots_and_gets_them_back(tmp_path):
+    from comm_repro.train import snapshot_path
+
+    first, other = _toy_cfg(epochs=4, snapshot_every=2), _toy_cfg(epochs=3, snapshot_every=1)
+    _steps_run(tmp_path, first)
+    second = (tmp_path / "snapshots" / "epoch0002.pt").read_bytes()
+    assert _steps_run(tmp_path, other) == 15
+    assert sorted(p.name for p in (tmp_path / "snapshots").iterdir()) == [
+        "epoch0001.pt",
+        "epoch0002.pt",
+        "epoch0003.pt",
+    ]
+    assert (tmp_path / "snapshots" / "epoch0002.pt").read_bytes() != second
+    # the first settings again: their checkpoint is at the last epoch, and their snapshots
+    # are back in place of the other run's (which wait beside the other's checkpoint)
+    assert _steps_run(tmp_path, first) == 0
+    assert sorted(p.name for p in (tmp_path / "snapshots").iterdir()) == [
+        "epoch0002.pt",
+        "epoch0004.pt",
+    ]
+    assert snapshot_path(tmp_path, 2).read_bytes() == second
+    kept = [p for p in tmp_path.glob("snapshots.*") if p.is_dir()]
+    assert len(kept) == 1 and len(list(kept[0].iterdir())) == 3
+    assert _steps_run(tmp_path, other) == 0
+    assert len(list((tmp_path / "snapshots").iterdir())) == 3
+
+
 def test_a_run_without_snapshot_every_keeps_none():
     from comm_repro.config import snapshot_epochs
 

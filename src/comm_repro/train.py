@@ -10,8 +10,9 @@ What a rerun does is decided by the run's *fingerprint*: a digest of every setti
 the trained weights (method, model, train but its device, augment, seed, resolved precision) and
 of the training data itself. A checkpoint with the same fingerprint is resumed, or, when it is at
 the last epoch, the run's outputs are written again from it without training. A checkpoint with
-another fingerprint is kept as ``checkpoint.<its fingerprint>.pt`` and training starts afresh; a
-later run with those settings resumes from it. A checkpoint that cannot be read as plain tensors
+another fingerprint is kept as ``checkpoint.<its fingerprint>.pt`` (its snapshots as
+``snapshots.<its fingerprint>/``) and training starts afresh; a later run with those settings
+resumes from it, snapshots and all. A checkpoint that cannot be read as plain tensors
 and data (truncated, or holding other Python objects) is never executed: it is moved aside as
 ``checkpoint.unreadable*.pt`` and training restarts.
 """
@@ -26,6 +27,7 @@ import math
 import os
 import random
 import re
+import shutil
 import sys
 import time
 import warnings
@@ -280,14 +282,30 @@ def _load_checkpoint(
         if ckpt is not None:
             kept = path.with_name(f"{path.stem}.{ckpt['fingerprint']}{path.suffix}")
             os.replace(path, kept)
+            _move_snapshots(path.parent / SNAPSHOTS, _kept_snapshots(path, ckpt["fingerprint"]))
             changed = settings_diff(ckpt.get("settings", {}), settings) or "the training data"
             _say(f"{path.name} was trained with other settings ({changed}); kept as {kept.name}")
     earlier = path.with_name(f"{path.stem}.{run_fingerprint}{path.suffix}")
     if earlier.exists():
         os.replace(earlier, path)
+        _move_snapshots(_kept_snapshots(path, run_fingerprint), path.parent / SNAPSHOTS)
         _say(f"{earlier.name} was trained with these settings and data: resuming from it")
         return _load_checkpoint(path, run_fingerprint, settings)
     return None
+
+
+def _kept_snapshots(checkpoint: Path, run_fingerprint: str) -> Path:
+    """Where the snapshots of a checkpoint kept aside wait with it: ``snapshots.<fingerprint>``."""
+    return checkpoint.parent / f"{SNAPSHOTS}.{run_fingerprint}"
+
+
+def _move_snapshots(source: Path, target: Path) -> None:
+    """Snapshots go with their checkpoint, so a run resumed from a kept checkpoint has the
+    snapshots of its epochs. What ``target`` held belongs to no checkpoint: it goes."""
+    if target.exists():
+        shutil.rmtree(target)
+    if source.exists():
+        os.replace(source, target)
 
 
 def snapshot_path(run_dir: str | Path, epoch: int) -> Path:
